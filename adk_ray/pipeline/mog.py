@@ -5,7 +5,7 @@
 
 p' (per seed) and p'' (per seed and β_KD) come from the stage cache, so every trial of a sweep
 shares them. All seeds, β values and iteration counts of the configs given to `run_batch` are
-trained in one batched call per stage; iteration counts are snapshots of the longest run.
+trained in batched calls; iteration counts of a run are snapshots of its longest one.
 """
 from __future__ import annotations
 
@@ -48,9 +48,8 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
     unit_cfg = [cfgs[i] for i, _ in units]
     seeds = sorted(set(unit_seeds))
     kd_pairs = sorted({(s, c.kd_beta) for c in cfgs for s in c.seeds})
-    longest = max(max(c.iterations) for c in cfgs)
     tracker = _Tracker(progress, total=(base.sft_iterations * len(seeds) + base.kd_iterations * len(kd_pairs)
-                                        + 2 * longest * len(units)
+                                        + 2 * sum(max(c.iterations) * len(c.seeds) for c in cfgs)
                                         + base.kd_iterations * sum(len(c.iterations) * len(c.seeds) for c in cfgs)))
     fit = dict(lr=base.lr, batch_size=base.batch_size)
 
@@ -106,14 +105,26 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
         rows(pipeline, "p_prime", ref_ak, owners)
     rows("K-A", "p_dprime", ref_ka, owners)
 
-    def align(pipeline: str, start: model.Params) -> dict[int, model.Params]:
-        def curve(q, step):
-            rows(pipeline, "curve", q, [(c, s, longest) for c, s in zip(unit_cfg, unit_seeds)], step, store_model=False)
-        return stages.align(
-            start, start, unit_seeds, beta, base.algorithm, sorted({i for c in cfgs for i in c.iterations}),
-            base.target, base.lr, base.batch_size, base.reward_scale, base.reward_alpha, base.ppo_clip,
-            base.ppo_epochs, base.ppo_minibatches, base.grpo_std_normalize, base.dpo_offline_pairs,
-            base.eval_every, curve, tracker.step(f"align {pipeline}", len(units)))
+    def align(pipeline: str, start: model.Params) -> dict[tuple[int, int], model.Params]:
+        """Snapshots {(unit, iterations): policy [1, ...]}. Units are run in groups of equal length, so
+        a unit that needs 300 steps never rides along a 3000-step run."""
+        snaps = {}
+        for length in sorted({max(c.iterations) for c in unit_cfg}):
+            group = [u for u, c in enumerate(unit_cfg) if max(c.iterations) == length]
+            g_cfg, g_seeds = [unit_cfg[u] for u in group], [unit_seeds[u] for u in group]
+
+            def curve(q, step):
+                rows(pipeline, "curve", q, [(c, s, length) for c, s in zip(g_cfg, g_seeds)], step, store_model=False)
+            out = stages.align(
+                model.index(start, group), model.index(start, group), g_seeds, beta[group], base.algorithm,
+                sorted({i for c in g_cfg for i in c.iterations}), base.target, base.lr, base.batch_size,
+                base.reward_scale, base.reward_alpha, base.ppo_clip, base.ppo_epochs, base.ppo_minibatches,
+                base.grpo_std_normalize, base.dpo_offline_pairs, base.eval_every, curve,
+                tracker.step(f"align {pipeline}", len(group)))
+            for j, u in enumerate(group):
+                for it in unit_cfg[u].iterations:
+                    snaps[u, it] = model.index(out[it], [j])
+        return snaps
 
     # K-A: align p'' against itself as reference; the aligned p'' is the final model.
     snaps_ka = align("K-A", ref_ka)
@@ -121,8 +132,8 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
     snaps_ak = align("A-K", ref_ak)
     finals = [(u, it) for u, c in enumerate(unit_cfg) for it in c.iterations]
     f_owners = [(unit_cfg[u], unit_seeds[u], it) for u, it in finals]
-    ka_final = model.cat([model.index(snaps_ka[it], [u]) for u, it in finals])
-    ak_aligned = model.cat([model.index(snaps_ak[it], [u]) for u, it in finals])
+    ka_final = model.cat([snaps_ka[f] for f in finals])
+    ak_aligned = model.cat([snaps_ak[f] for f in finals])
     ak_final = stages.distill(ak_aligned, torch.tensor([unit_cfg[u].kd_beta for u, _ in finals]),
                               [unit_seeds[u] for u, _ in finals], base.n_final_modes, base.kd_iterations,
                               progress=tracker.step("final kd", len(finals)), **fit)

@@ -1,0 +1,122 @@
+"""Math tier for the MoG world: exact densities, batching invariance, determinism, the paper's premise."""
+import math
+
+import pytest
+import torch
+import torch.distributions as D
+
+from adk_ray.pipeline.mog import run_batch, run_trial
+from adk_ray.worlds.mog import model, stages, truth
+from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.worlds.mog.noise import NoiseStream
+
+METRICS = stages.METRICS
+SMALL = dict(sft_iterations=60, kd_iterations=60, eval_samples=512, batch_size=64)
+
+
+def _params(T=3, K=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"logits": torch.randn(T, K, generator=g), "means": 2 * torch.randn(T, K, 2, generator=g),
+            "log_scales": 0.3 * torch.randn(T, K, 2, generator=g) - 1.0}
+
+
+def test_log_prob_matches_torch_distributions():
+    p = _params()
+    x = 2 * torch.randn(3, 50, 2, generator=torch.Generator().manual_seed(1))
+    for t in range(3):
+        ref = D.MixtureSameFamily(D.Categorical(logits=p["logits"][t]),
+                                  D.Independent(D.Normal(p["means"][t], p["log_scales"][t].exp()), 1))
+        torch.testing.assert_close(model.log_prob(p, x)[t], ref.log_prob(x[t]), atol=2e-4, rtol=1e-5)
+
+
+def test_sample_follows_weights_and_components():
+    p = {"logits": torch.log(torch.tensor([[0.7, 0.3]])), "means": torch.tensor([[[-3.0, 0.0], [3.0, 0.0]]]),
+         "log_scales": torch.log(torch.full((1, 2, 2), 0.1))}
+    x = model.sample(p, torch.randn(1, 20_000, 3, generator=torch.Generator().manual_seed(0)))
+    assert (x[0, :, 0] < 0).float().mean().item() == pytest.approx(0.7, abs=0.01)
+    assert x[0, x[0, :, 0] > 0].std(0).mean().item() == pytest.approx(0.1, abs=0.01)
+
+
+def test_truth_and_reward():
+    assert truth.CENTRES.shape == (8, 2) and not (truth.CENTRES == 0).all(-1).any()
+    assert truth.reward(torch.tensor([1.5, -1.5]), "single").item() == pytest.approx(10.0)
+    # ‖x − c_t‖² = 1 → 10·e^−2
+    assert truth.reward(torch.tensor([0.5, -1.5]), "single").item() == pytest.approx(10 * math.exp(-2))
+    # 'double' uses the nearest target centre
+    assert truth.reward(torch.tensor([0.0, -1.5]), "double").item() == pytest.approx(10.0)
+    # p*'s own overall precision is its negative entropy: log N at the mode − 1 − log 8
+    x = model.sample(truth.ground_truth(), torch.randn(1, 100_000, 3, generator=torch.Generator().manual_seed(0)))
+    expected = -math.log(2 * math.pi * 0.05) - 1 - math.log(8)
+    assert model.log_prob(truth.ground_truth(), x).mean().item() == pytest.approx(expected, abs=0.02)
+
+
+def test_noise_stream_ignores_batching_and_length():
+    a = NoiseStream([0, 1, 2], "s", (5, 3))
+    b = NoiseStream([1], "s", (5, 3))
+    draws_a = torch.stack([a.next() for _ in range(70)])      # crosses a chunk boundary
+    draws_b = torch.stack([b.next() for _ in range(70)])
+    torch.testing.assert_close(draws_a[:, 1], draws_b[:, 0], rtol=0, atol=0)
+    assert not torch.equal(draws_a[:, 0], draws_a[:, 1])
+
+
+def _by_seed(result, seed):
+    rows = [r for r in result.rows if r["seed"] == seed]
+    return {(r["pipeline"], r["stage"], r["iterations"], r["step"]): [r[m] for m in METRICS] for r in rows}
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo", "dpo_online", "dpo_offline"])
+def test_batched_run_of_a_seed_equals_that_seed_alone(algorithm):
+    cfg = MoGTrialConfig(algorithm=algorithm, beta=0.5, iterations=(15, 30), eval_every=15, **SMALL)
+    batched = run_trial(cfg.replace(seeds=(0, 1, 2)))
+    alone = run_trial(cfg.replace(seeds=(1,)))
+    got, want = _by_seed(batched, 1), _by_seed(alone, 1)
+    assert got.keys() == want.keys() and len(got) == 2 + 1 + 2 * 3 + 2 * 3   # p' ×2, p'', 3 curve pts ×2, 3 finals ×2
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-4, abs=1e-4), k
+
+
+def test_grid_points_batch_like_separate_trials_and_iterations_are_prefixes():
+    cfg = MoGTrialConfig(algorithm="ppo", seeds=(3, 4), **SMALL)
+    together = run_batch([cfg.replace(beta=0.1, iterations=(10,)), cfg.replace(beta=2.0, iterations=(10, 25))])
+    apart = run_trial(cfg.replace(beta=2.0, iterations=(10,)))
+    finals = lambda res, beta: {(r["pipeline"], r["seed"]): [r[m] for m in METRICS] for r in res.rows
+                                if r["stage"] == "final" and r["beta"] == beta and r["iterations"] == 10}
+    want = finals(apart, 2.0)
+    for k, v in finals(together, 2.0).items():
+        assert v == pytest.approx(want[k], rel=1e-4, abs=1e-4)
+
+
+def test_rerun_is_bit_identical():
+    cfg = MoGTrialConfig(algorithm="grpo", seeds=(5,), iterations=(12,), **SMALL)
+    assert run_trial(cfg).rows == run_trial(cfg).rows
+
+
+def test_stage_cache_reuses_p_prime(tmp_path):
+    cfg = MoGTrialConfig(algorithm="dpo_online", seeds=(0, 1), iterations=(5,), **SMALL)
+    first = run_trial(cfg, str(tmp_path))
+    files = sorted(p.name for p in tmp_path.glob("*.pt"))
+    assert len(files) == 4                                                   # p' and p'' for two seeds
+    steps = []
+    run_trial(cfg.replace(beta=2.0), str(tmp_path), lambda stage, done, total: steps.append(stage))
+    assert "sft" not in steps and "kd" not in steps                          # shared stages came from disk
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == files
+    p_prime = lambda res: [r for r in res.rows if r["stage"] == "p_prime"]
+    assert [r["overall_recall"] for r in p_prime(first)] == [r["overall_recall"] for r in p_prime(run_trial(cfg))]
+
+
+def test_config_rejects_bad_values():
+    for bad, word in [(dict(beta=-1.0), "beta"), (dict(seeds=()), "seeds"), (dict(algorithm="sac"), "algorithm"),
+                      (dict(kd_beta=0.5), "kd_beta"), (dict(n_final_modes=7), "n_final_modes")]:
+        with pytest.raises(ValueError, match=word):
+            MoGTrialConfig(**bad)
+    with pytest.raises(ValueError, match="unknown key.*valid keys"):
+        MoGTrialConfig.from_dict({"betta": 1.0})
+
+
+def test_premise_p_prime_covers_more_than_p_dprime():
+    """Science tier, a robust direction only: KD with β_KD = 10 lowers overall recall (paper Fig. 1)."""
+    seeds = list(range(4))
+    p_prime = stages.sft(seeds, 6, 2000, 1e-2, 256)
+    p_dprime = stages.distill(p_prime, torch.full((4,), 10.0), seeds, 4, 2000, 1e-2, 256)
+    recall = lambda q: stages.evaluate(q, seeds, "single", 4096)["overall_recall"]
+    assert (recall(p_prime) > recall(p_dprime)).all()

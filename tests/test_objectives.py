@@ -1,0 +1,84 @@
+"""Math tier: each objective against values computed by hand."""
+import math
+
+import pytest
+import torch
+
+from adk_ray.objectives.dpo import dpo_logits, dpo_loss
+from adk_ray.objectives.kd import fold_reward, kd_reweight_logits, nll_reward
+from adk_ray.objectives.rl import gae, grpo_advantage, kl_k3, kl_shaped_reward, ppo_clipped_loss, value_loss
+
+
+def test_kl_shaped_reward_by_hand():
+    # R=3, log π=−1, log π_ref=−2, β=0.5: 3 − 0.5·(−1 − (−2)) = 2.5
+    assert kl_shaped_reward(torch.tensor(3.0), torch.tensor(-1.0), torch.tensor(-2.0), 0.5).item() == pytest.approx(2.5)
+    # π_ref → 0 drives the shaped reward to −∞: the learning trap
+    assert kl_shaped_reward(torch.tensor(3.0), torch.tensor(-1.0), torch.tensor(-1e6), 0.5).item() < -1e5
+
+
+def test_ppo_clipped_loss_by_hand():
+    logp_old = torch.zeros(4)
+    logp_new = torch.log(torch.tensor([1.5, 1.5, 0.5, 1.1]))
+    adv = torch.tensor([2.0, -2.0, -1.0, 1.0])
+    # ratio 1.5, A>0: min(3, 1.2·2=2.4) = 2.4; ratio 1.5, A<0: min(−3, −2.4) = −3;
+    # ratio 0.5, A<0: min(−0.5, 0.8·−1=−0.8) = −0.8; ratio 1.1 inside the clip: 1.1
+    expected = -torch.tensor([2.4, -3.0, -0.8, 1.1])
+    torch.testing.assert_close(ppo_clipped_loss(logp_new, logp_old, adv, 0.2), expected)
+
+
+def test_value_loss_by_hand():
+    torch.testing.assert_close(value_loss(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])), torch.tensor([0.5, 4.5]))
+
+
+def test_gae_by_hand():
+    r, v = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.5, 0.5, 0.5]])
+    # γ=1, λ=0.5: δ = [1+0.5−0.5, 0+0.5−0.5, 2−0.5] = [1, 0, 1.5]; Â2=1.5, Â1=0+0.5·1.5=0.75, Â0=1+0.5·0.75=1.375
+    adv, ret = gae(r, v, gamma=1.0, lam=0.5)
+    torch.testing.assert_close(adv, torch.tensor([[1.375, 0.75, 1.5]]))
+    torch.testing.assert_close(ret, adv + v)
+
+
+def test_grpo_advantage_by_hand():
+    r = torch.tensor([[1.0, 2.0, 6.0]])
+    torch.testing.assert_close(grpo_advantage(r), torch.tensor([[-2.0, -1.0, 3.0]]))
+    std = r.std()
+    torch.testing.assert_close(grpo_advantage(r, std_normalize=True, eps=0.0), torch.tensor([[-2.0, -1.0, 3.0]]) / std)
+
+
+def test_kl_k3_is_nonnegative_and_unbiased():
+    assert kl_k3(torch.tensor(-1.0), torch.tensor(-1.0)).item() == 0.0
+    # log ratio = ln 2: 2 − ln 2 − 1
+    assert kl_k3(torch.tensor(0.0), torch.tensor(math.log(2))).item() == pytest.approx(1 - math.log(2))
+    # E_{x~q}[k3] = KL(q‖p) for two Gaussians N(0,1), N(1,1): KL = 0.5
+    x = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    logq, logp = -0.5 * x**2, -0.5 * (x - 1) ** 2
+    assert kl_k3(logq, logp).mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_dpo_loss_by_hand():
+    # z = β[(−1 − −2) − (−3 − −1)] = 0.5·3 = 1.5; loss = −log σ(1.5) = log(1 + e^−1.5)
+    args = torch.tensor(-1.0), torch.tensor(-3.0), torch.tensor(-2.0), torch.tensor(-1.0)
+    assert dpo_logits(*args, 0.5).item() == pytest.approx(1.5)
+    assert dpo_loss(*args, 0.5).item() == pytest.approx(math.log1p(math.exp(-1.5)))
+
+
+def test_dpo_gradient_vanishes_when_reference_dislikes_the_winner():
+    # The DPO learning trap: a winner rare under π_ref (large z at init) gets almost no gradient.
+    logp_w = torch.tensor(-1.0, requires_grad=True)
+    dpo_loss(logp_w, torch.tensor(-1.0), torch.tensor(-30.0), torch.tensor(-1.0), 1.0).backward()
+    assert abs(logp_w.grad.item()) < 1e-10
+
+
+def test_kd_reweight_logits_by_hand():
+    alpha = torch.tensor([0.5, 0.3, 0.2])
+    got = kd_reweight_logits(torch.log(alpha), 2.0).exp()
+    torch.testing.assert_close(got, alpha**2 / (alpha**2).sum())
+    torch.testing.assert_close(kd_reweight_logits(torch.log(alpha), 1.0).exp(), alpha)
+    # per-trial β_KD broadcasts over trials
+    batched = kd_reweight_logits(torch.log(alpha).expand(2, 3), torch.tensor([1.0, 2.0])).exp()
+    torch.testing.assert_close(batched[1], alpha**2 / (alpha**2).sum())
+
+
+def test_reward_folding_by_hand():
+    assert nll_reward(torch.tensor(2.0)).item() == pytest.approx(10 * math.exp(-1.0))
+    torch.testing.assert_close(fold_reward(torch.tensor([1.0, 4.0, 5.0]), 4.0), torch.tensor([1.0, 4.0, 3.0]))
