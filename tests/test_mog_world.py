@@ -120,3 +120,11 @@ def test_premise_p_prime_covers_more_than_p_dprime():
     p_dprime = stages.distill(p_prime, torch.full((4,), 10.0), seeds, 4, 2000, 1e-2, 256)
     recall = lambda q: stages.evaluate(q, seeds, "single", 4096)["overall_recall"]
     assert (recall(p_prime) > recall(p_dprime)).all()
+
+
+def test_final_kd_method_changes_only_the_a_k_final_model():
+    cfg = MoGTrialConfig(algorithm="grpo", seeds=(0,), iterations=(10,), **SMALL)
+    seq, pad = run_trial(cfg), run_trial(cfg.replace(final_kd_method="pad_vpd"))
+    for a, b in zip(seq.rows, pad.rows):
+        same = (a["pipeline"], a["stage"]) != ("A-K", "final")
+        assert ([a[m] for m in METRICS] == [b[m] for m in METRICS]) == same, (a["pipeline"], a["stage"])

@@ -18,6 +18,7 @@ from adk_ray.pipeline.cache import StageCache
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.mog import model, stages
 from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.worlds.mog.pad_kd import distill_pad
 
 # Fields that may differ between configs batched together; everything else must agree.
 BATCHABLE = ("beta", "iterations", "seeds", "kd_beta")
@@ -39,8 +40,6 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
                 if f.name not in BATCHABLE and getattr(c, f.name) != getattr(base, f.name)]
         if diff:
             raise ValueError(f"configs batched together must agree on {', '.join(diff)}")
-    if base.kd_method != "seqkd":
-        raise NotImplementedError(f"kd_method {base.kd_method!r} is not available in the MoG world yet")
     torch.set_num_threads(1)  # tiny tensors: threads cost more than they give; Ray runs trials in parallel
 
     units = [(i, s) for i, c in enumerate(cfgs) for s in c.seeds]          # one alignment run each
@@ -64,12 +63,14 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
 
     # p'' per (seed, β_KD), cached; its input is that seed's p'.
     kd_settings = dict(n_components=base.n_final_modes, iterations=base.kd_iterations, kd_method=base.kd_method, **fit)
+    if base.kd_method != "seqkd":
+        kd_settings.update(pad_n=base.pad_n, pad_beta=base.pad_beta, pad_temperature=base.pad_temperature)
 
     def make_p_dprime(miss):
         teacher = model.index(p_prime, [by_seed[kd_pairs[i][0]] for i in miss])
         kd_beta = torch.tensor([kd_pairs[i][1] for i in miss])
-        return _split(stages.distill(teacher, kd_beta, [kd_pairs[i][0] for i in miss], base.n_final_modes,
-                                     base.kd_iterations, progress=tracker.step("kd", len(miss)), **fit))
+        return _split(_distill(base.kd_method, base, teacher, kd_beta, [kd_pairs[i][0] for i in miss],
+                               tracker.step("kd", len(miss))))
 
     pd_entries, _ = cache.get_many("kd", kd_settings, [s for s, _ in kd_pairs],
                                    [(pp_keys[by_seed[s]], f"kd_beta={b}") for s, b in kd_pairs], make_p_dprime)
@@ -93,7 +94,7 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
         for t, (c, s, it) in enumerate(owners):
             key = dict(world="mog", algorithm=c.algorithm, pipeline=pipeline, stage=stage, beta=c.beta,
                        iterations=it, kd_beta=c.kd_beta, n_final_modes=c.n_final_modes, target=c.target,
-                       kd_method=c.kd_method, seed=s)
+                       kd_method=c.kd_method, final_kd_method=c.final_kd_method, seed=s)
             result.rows.append({**key, "step": step, **{m: metrics[m][t] for m in stages.METRICS}})
             if store_model:
                 result.models.append({**key, "weights": w[t].tolist(), "means": mu[t].flatten().tolist(),
@@ -134,13 +135,24 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
     f_owners = [(unit_cfg[u], unit_seeds[u], it) for u, it in finals]
     ka_final = model.cat([snaps_ka[f] for f in finals])
     ak_aligned = model.cat([snaps_ak[f] for f in finals])
-    ak_final = stages.distill(ak_aligned, torch.tensor([unit_cfg[u].kd_beta for u, _ in finals]),
-                              [unit_seeds[u] for u, _ in finals], base.n_final_modes, base.kd_iterations,
-                              progress=tracker.step("final kd", len(finals)), **fit)
+    ak_final = _distill(base.final_kd, base, ak_aligned, torch.tensor([unit_cfg[u].kd_beta for u, _ in finals]),
+                        [unit_seeds[u] for u, _ in finals], tracker.step("final kd", len(finals)))
     rows("K-A", "final", ka_final, f_owners)
     rows("A-K", "aligned", ak_aligned, f_owners)
     rows("A-K", "final", ak_final, f_owners)
     return result
+
+
+def _distill(method: str, cfg: MoGTrialConfig, teacher: model.Params, kd_beta: torch.Tensor, seeds: list[int],
+             progress) -> model.Params:
+    """One KD stage (p' → p'' or p'_AK → p''_AK) by the chosen method, with the config's KD settings."""
+    if method == "seqkd":
+        return stages.distill(teacher, kd_beta, seeds, cfg.n_final_modes, cfg.kd_iterations, cfg.lr,
+                              cfg.batch_size, progress)
+    elif method in ("pad_vpd", "pad_ppd"):
+        return distill_pad(teacher, kd_beta, seeds, cfg.n_final_modes, cfg.kd_iterations, cfg.lr, cfg.batch_size,
+                           method, cfg.pad_n, cfg.pad_beta, cfg.pad_temperature, progress)
+    raise ValueError(f"unknown kd_method {method!r}; valid: seqkd, pad_vpd, pad_ppd")
 
 
 def _split(params: model.Params) -> list[dict]:

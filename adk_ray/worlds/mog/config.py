@@ -36,6 +36,8 @@ class MoGTrialConfig:
     """'single': mode #7 at (1.5, −1.5); 'double': that mode and its left neighbour (0, −1.5)."""
     kd_method: str = "seqkd"
     """How every KD stage distils: 'seqkd' (max-likelihood on teacher samples), 'pad_vpd', 'pad_ppd'."""
+    final_kd_method: str = ""
+    """The A-K final KD's method when it differs from kd_method ('' follows kd_method)."""
     sft_iterations: int = 2000
     """Adam steps fitting p' to samples of p*."""
     kd_iterations: int = 2000
@@ -80,6 +82,8 @@ class MoGTrialConfig:
             problems.append(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
         if self.kd_method not in KD_METHODS:
             problems.append(f"kd_method {self.kd_method!r} is not one of {', '.join(KD_METHODS)}")
+        if self.final_kd_method not in ("",) + KD_METHODS:
+            problems.append(f"final_kd_method {self.final_kd_method!r} is not one of '', {', '.join(KD_METHODS)}")
         if not self.beta > 0:
             problems.append(f"beta must be > 0, got {self.beta}")
         if not self.kd_beta >= 1:
@@ -114,6 +118,11 @@ class MoGTrialConfig:
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
         return cls(**d)
+
+    @property
+    def final_kd(self) -> str:
+        """The method of the A-K final KD."""
+        return self.final_kd_method or self.kd_method
 
     def replace(self, **kw) -> "MoGTrialConfig":
         return dataclasses.replace(self, **kw)
