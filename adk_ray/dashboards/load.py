@@ -1,0 +1,88 @@
+"""Read a sweep's results store (docs/results.md) into pandas, tolerating a sweep still running.
+
+While a sweep runs, files appear one trial at a time, sweep.json may not be written yet and a
+storage backend may show a file mid-upload. Every problem becomes a notice on the page rather than
+an exception, because the sweep service re-renders the dashboard after each trial and a broken
+render would hide every good result.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+@dataclass
+class Results:
+    rows: pd.DataFrame
+    """Metric rows of data/*.parquet; empty DataFrame when there are none."""
+    models: pd.DataFrame
+    """Stored MoG models of models/*.parquet; empty DataFrame when there are none."""
+    sweep: dict | None
+    """The resolved sweep spec of sweep.json, or None."""
+    notices: list[str] = field(default_factory=list)
+    """What was missing or unreadable, shown at the top of the page."""
+
+
+def open_fs(results_dir: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path in it: local paths as-is, URIs (s3://, gs://, file://)."""
+    if "://" in results_dir:
+        return pafs.FileSystem.from_uri(results_dir)
+    import os
+    return pafs.LocalFileSystem(), os.path.abspath(results_dir)
+
+
+def load_results(results_dir: str) -> Results:
+    fs, root = open_fs(results_dir)
+    notices: list[str] = []
+    sweep = _read_json(fs, posixpath.join(root, "sweep.json"), notices)
+    rows = _read_parquet_dir(fs, posixpath.join(root, "data"), "data", notices)
+    # Only the MoG world stores models (for the density pictures); their absence elsewhere is normal.
+    model_notices: list[str] = []
+    models = _read_parquet_dir(fs, posixpath.join(root, "models"), "models", model_notices)
+    if (sweep or {}).get("world") != "llm":
+        notices.extend(model_notices)
+    return Results(rows=rows, models=models, sweep=sweep, notices=notices)
+
+
+def _read_parquet_dir(fs, path: str, what: str, notices: list[str]) -> pd.DataFrame:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        notices.append(f"No {what}/ directory yet: nothing of that kind has been written.")
+        return pd.DataFrame()
+    files = sorted(
+        f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=False))
+        # Only finished files: writers put temporaries under other names and rename them in.
+        if f.type == pafs.FileType.File and f.path.endswith(".parquet")
+        and not posixpath.basename(f.path).startswith(".")
+    )
+    if not files:
+        notices.append(f"{what}/ holds no Parquet files yet.")
+        return pd.DataFrame()
+    # File by file, not one pyarrow dataset: files from different trials may carry different swept
+    # columns, and one unreadable file must not hide the others.
+    frames = []
+    for f in files:
+        try:
+            frames.append(pq.read_table(f, filesystem=fs).to_pandas())
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
+            notices.append(f"Skipped unreadable file {posixpath.basename(f)}: {type(e).__name__}: {e}")
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _read_json(fs, path: str, notices: list[str]) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        notices.append("No sweep.json: sections are inferred from the data and the trial total is unknown.")
+    except Exception as e:  # noqa: BLE001
+        notices.append(f"sweep.json is unreadable ({type(e).__name__}: {e}); sections are inferred from the data.")
+    return None

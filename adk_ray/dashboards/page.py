@@ -1,0 +1,114 @@
+"""Assemble the dashboard page from a results store and write it atomically."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import posixpath
+import tempfile
+import traceback
+from html import escape
+
+import plotly.io as pio
+import plotly.offline
+
+from . import blocks, fragments
+from .load import Results, load_results, open_fs
+from .progress import failed_trials, trial_counts
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+class _Figures:
+    """Turns figures into divs numbered fig-1, fig-2, ... so ids are stable across renders."""
+
+    def __init__(self):
+        self.n = 0
+
+    def html(self, fig) -> str:
+        self.n += 1
+        return pio.to_html(fig.to_dict(), full_html=False, include_plotlyjs=False, div_id=f"fig-{self.n}",
+                           config=PLOT_CONFIG, validate=False)
+
+
+def _guarded(what: str, notices: list[str], build) -> list[str]:
+    """One block's HTML, or a notice if it failed: a bad row must not cost the page its other parts
+    (the service re-renders mid-sweep, when data can be odd)."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        notices.append(f"Could not draw {what}: {type(e).__name__}: {e} "
+                       f"({os.path.basename(last.filename)}:{last.lineno})")
+        return []
+
+
+def render_html(results: Results, results_dir: str = "") -> str:
+    """The whole self-contained page; plotly.js is inlined once in <head>, figures reference it."""
+    rows, sweep, notices = results.rows, results.sweep, list(results.notices)
+    figs = _Figures()
+    body = []
+    body += _guarded("the boxplots", notices, lambda: blocks.boxplot_sections(rows, sweep, figs, notices))
+    body += _guarded("the learning curves", notices, lambda: blocks.learning_curves(rows, figs, notices))
+    body += _guarded("the LLM figures", notices, lambda: blocks.llm_figures(rows, figs, notices))
+    body += _guarded("the MoG pictures", notices, lambda: blocks.mog_pictures(results.models, sweep, figs, notices))
+    body += _guarded("the failed trials", notices, lambda: [fragments.failures_block(failed_trials(rows))])
+    # The header comes last so it can show every notice the blocks raised.
+    top = [fragments.header(sweep, rows, results_dir), fragments.counts_block(trial_counts(rows, sweep)),
+           fragments.notices_block(notices)]
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    title = escape(str((sweep or {}).get("name") or "adk_ray sweep"))
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{title} — adk_ray dashboard</title><style>{fragments.CSS}</style>{fragments.ERROR_HOOK}"
+        # plotly.js once, inline: the file opens offline and stays one file.
+        f"<script type='text/javascript'>{_plotly_js()}</script></head><body>"
+        + "\n".join(top + body)
+        + f"<p class='muted'>Rendered {stamp} by adk_ray.dashboards; {figs.n} figures. Boxes: quartiles and "
+          "Tukey whiskers over seeds, one point per seed; K-A red, A-K blue.</p></body></html>"
+    )
+
+
+_PLOTLY_JS: str | None = None
+
+
+def _plotly_js() -> str:
+    """The bundled plotly.js (4.8 MB), read once per process: the service re-renders often."""
+    global _PLOTLY_JS
+    if _PLOTLY_JS is None:
+        # A literal "</script>" inside the bundle would end the tag early.
+        _PLOTLY_JS = plotly.offline.get_plotlyjs().replace("</script>", "<\\/script>")
+    return _PLOTLY_JS
+
+
+def write_dashboard(results_dir: str, out: str | None = None) -> str:
+    """Render RESULTS_DIR's dashboard to `out` (default RESULTS_DIR/dashboard.html); return its path.
+
+    Written to a temporary file in the same directory and renamed over the target, so a reader
+    (or a browser refresh) never sees half a page even while the service re-renders it.
+    RESULTS_DIR and `out` may be local paths or pyarrow filesystem URIs (file://, s3://, ...).
+    """
+    data = render_html(load_results(results_dir), results_dir).encode("utf-8")
+    if out is None:
+        out = (results_dir.rstrip("/") + "/dashboard.html") if "://" in results_dir \
+            else os.path.join(results_dir, "dashboard.html")
+    if "://" in out:
+        fs, path = open_fs(out)
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        tmp = posixpath.join(posixpath.dirname(path), f".dashboard-{os.getpid()}-{id(data):x}.tmp")
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+        return out
+    out = os.path.abspath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=".dashboard-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from a web server or a colleague
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
