@@ -1,0 +1,130 @@
+"""`python -m adk_ray.sweep`: run a sweep file as Ray Tune trials into an Arrow dataset (docs/sweeps.md).
+
+Exit codes: 0 every trial ok; 1 some trial failed (its rows say why); 2 bad input (one line on
+stderr, nothing written); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from adk_ray.service.ray_options import RayOptions, check_reachable
+from adk_ray.service.spec import hypothesis_of, list_sweeps
+from adk_ray.service.values import SpecError
+
+PROG = "python -m adk_ray.sweep"
+
+EPILOG = """\
+examples:
+  python -m adk_ray.sweep --list
+  python -m adk_ray.sweep mog_ppo                                  # embedded local Ray
+  python -m adk_ray.sweep mog_ppo --smoke --storage /tmp/results    # seconds, for a try-out
+  python -m adk_ray.sweep mog_ppo --set beta=1.0,2.0 --set seeds=8
+  python -m adk_ray.sweep mog_ppo --storage s3://bucket/results
+  ray job submit -- python -m adk_ray.sweep mog_ppo                 # on a Ray cluster
+
+--set KEY=VALUE: KEY is a field of MoGTrialConfig or `seeds`. seeds=N means seeds 0..N-1, a list
+(seeds=3,5) names them. A KEY that is a grid axis gets its values replaced in every sub-grid; any
+other KEY with one value is a fixed setting; with several comma-separated values it becomes an axis.
+--set applies after --smoke, so it wins.
+
+Re-running the same command resumes: trials whose data file exists are not recomputed.
+exit codes: 0 all trials ok, 1 some trial failed, 2 bad input (nothing written), 130 interrupted.
+"""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog=PROG, description="Run a sweep (sweeps/NAME.yaml or a YAML path) as Ray Tune "
+                       "trials; results go to <storage>/<NAME>/ as Parquet (schema: docs/results.md).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", nargs="?", metavar="NAME", help="sweep name (see --list) or path to a .yaml file")
+    p.add_argument("--list", action="store_true", help="name the sweeps with their hypotheses and exit")
+    p.add_argument("--storage", default="./results", metavar="PATH",
+                   help="local path or URI pyarrow opens (s3://, gs://); default ./results")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fixed setting or replace a grid axis (repeatable; see below)")
+    p.add_argument("--smoke", action="store_true",
+                   help="shrink the sweep to seconds (2 seeds, short stages, <=2 values per axis)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the planned trials; run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="also re-run trials that finished with an error")
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS as `ray job submit` "
+                     "sets it, else a cluster `ray start` left on this machine, else an embedded one)")
+    ray.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
+    ray.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, metavar="N",
+                     help="CPUs reserved per trial (default 1)")
+    ray.add_argument("--num-cpus", type=_positive_int, metavar="N",
+                     help="start a fresh embedded cluster with N CPUs")
+    ray.add_argument("--no-dashboard", action="store_true",
+                     help="start a fresh embedded cluster without the Ray dashboard")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be > 0")
+    return v
+
+
+def print_list() -> None:
+    sweeps = list_sweeps()
+    width = max((len(n) for n in sweeps), default=0)
+    for name, path in sweeps.items():
+        print(f"{name:<{width}}  {hypothesis_of(path.read_text()) or '(no hypothesis line)'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): a return code, so callers need not catch
+        return int(e.code or 0)
+    if args.list:
+        print_list()
+        return 0
+    if not args.sweep:
+        print(f"{PROG}: error: a sweep NAME is required; valid sweeps: {', '.join(list_sweeps())}", file=sys.stderr)
+        return 2
+
+    from adk_ray.service.driver import Request, execute, prepare
+
+    req = Request(sweep=args.sweep, storage=args.storage, sets=tuple(args.sets), smoke=args.smoke,
+                  retry_failed=args.retry_failed)
+    try:
+        prep = prepare(req)
+        if args.dry_run:
+            for t in prep.trials:
+                print(t.trial_id, " ".join(f"{k}={v}" for k, v in t.params.items()))
+            if prep.spec.search:
+                print(f"search: {prep.spec.search.num_samples} samples over {', '.join(prep.spec.search.space)}")
+            return 0
+        opts = RayOptions(address=args.address, num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
+                          cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
+        check_reachable(opts.address)
+        return execute(prep, opts, req)
+    except SpecError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,82 @@
+"""Connect to Ray and run a sweep's pending trials with a Ray Tune Tuner.
+
+Tune's own experiment directory goes to a throwaway local temp dir: correctness of resume rests on the
+results store's data files, not on Tune's experiment restore.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+
+# Read when Tune starts; our tqdm bar replaces its console output.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0; the new one prints tables
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from adk_ray.service.execute import TrialContext  # noqa: E402
+from adk_ray.service.plan import PlannedTrial  # noqa: E402
+from adk_ray.service.progress import SweepProgress  # noqa: E402
+from adk_ray.service.ray_options import RayOptions  # noqa: E402
+from adk_ray.service.spec import SearchSpec  # noqa: E402
+from adk_ray.service.trainable import grid_trial, search_trial  # noqa: E402
+
+
+def connect(opts: RayOptions) -> None:
+    """Attach to a cluster (--address, or RAY_ADDRESS as `ray job submit` sets it) or start one."""
+    quiet = dict(logging_level=logging.WARNING)
+    if opts.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=opts.address, **quiet)
+    elif opts.num_cpus is not None or not opts.dashboard:
+        ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=opts.dashboard, **quiet)
+    else:  # a cluster `ray start` left on this machine, else a fresh embedded one
+        ray.init(**quiet)
+
+
+def disconnect() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_grid(trials: list[PlannedTrial], ctx: TrialContext, opts: RayOptions, progress: SweepProgress) -> None:
+    # Longest first (Tune starts grid points in list order): the one 3000-step trial of an iteration
+    # sweep otherwise starts last and runs alone while the other CPUs idle.
+    trials = sorted(trials, key=lambda t: -max(t.config.iterations) * len(t.config.seeds))
+    configs = {t.trial_id: dataclasses.asdict(t.config) for t in trials}
+    trainable = tune.with_parameters(grid_trial, ctx=ctx, configs=configs)
+    points = [{"trial_id": t.trial_id, **t.params} for t in trials]
+    _fit(trainable, {"trial": tune.grid_search(points)}, tune.TuneConfig(
+        max_concurrent_trials=opts.max_concurrent, trial_name_creator=_grid_name,
+        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, progress)
+
+
+def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: TrialContext,
+               opts: RayOptions, progress: SweepProgress) -> None:
+    trainable = tune.with_parameters(search_trial, ctx=ctx, base=base, search=search)
+    _fit(trainable, {}, tune.TuneConfig(
+        search_alg=searcher, num_samples=num_samples, max_concurrent_trials=opts.max_concurrent,
+        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, progress)
+
+
+def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialContext, opts: RayOptions,
+         progress: SweepProgress) -> None:
+    tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{ctx.meta.sweep}_")
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": opts.cpus_per_trial}),
+            param_space=param_space, tune_config=tune_config,
+            run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=[progress],
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        tuner.fit()
+    finally:
+        shutil.rmtree(tune_dir, ignore_errors=True)
+
+
+def _grid_name(trial) -> str:
+    point = dict(trial.config["trial"])
+    tid = point.pop("trial_id")
+    return f"{tid} " + " ".join(f"{k}={v}" for k, v in point.items())
+

@@ -1,0 +1,31 @@
+"""The fixed Arrow schema of a sweep's rows (docs/results.md).
+
+Fixed, not inferred: every trial's file has the same columns and types whatever it swept or whether
+it failed, so pyarrow.dataset, duckdb and polars read the directory as one table. Every field of
+MoGTrialConfig is a typed column; the two tuple fields become the per-row scalars `seed` and
+`iterations` that the world fills in.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from adk_ray.service.spec import METRICS
+from adk_ray.service.values import TUPLE_FIELDS, field_types
+
+_ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
+
+LEAD = [("sweep", pa.string()), ("trial_id", pa.string()), ("world", pa.string()), ("algorithm", pa.string()),
+        ("pipeline", pa.string()), ("stage", pa.string())]
+ROW = [("iterations", pa.int64()), ("seed", pa.int64()), ("step", pa.int64())]
+SERVICE = [("status", pa.string()), ("error", pa.string()), ("wall_seconds", pa.float64()),
+           ("config_json", pa.string()), ("code_version", pa.string())]
+
+
+def config_columns() -> list[tuple[str, pa.DataType]]:
+    """Scalar config fields as columns, in MoGTrialConfig's order (algorithm is among the lead columns)."""
+    return [(k, _ARROW[t]) for k, t in field_types().items() if k not in TUPLE_FIELDS and k != "algorithm"]
+
+
+def results_schema() -> pa.Schema:
+    cols = LEAD + config_columns() + ROW + [(m, pa.float64()) for m in METRICS] + SERVICE
+    return pa.schema([pa.field(name, kind) for name, kind in cols])

@@ -1,0 +1,162 @@
+"""A sweep's results directory, `<storage>/<sweep>/`, through pyarrow.fs (a local path, s3://, gs://, ...).
+
+    sweep.json                  the resolved spec (the dashboard reads which axis varies where)
+    data/<trial_id>.parquet     a finished trial's rows: the dataset, and the resume marker
+    models/<trial_id>.parquet   the models' mixture parameters (written before the data file)
+    cache/                      the world's shared-stage cache (local storage only)
+    dashboard.html
+
+Every file appears atomically: written under a dot-prefixed temporary name in the same directory
+(which pyarrow.dataset and `*.parquet` globs skip), then moved into place. A killed driver can leave a
+temporary file behind but never a half-written data file, so "the data file exists" is a sound
+definition of "the trial finished".
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from adk_ray.service.values import SpecError
+
+DATA, MODELS = "data", "models"
+
+
+def open_storage(storage: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, base path) for a URI, or for a local path (made absolute: Ray workers have other cwds)."""
+    if "://" in storage:
+        try:
+            return pafs.FileSystem.from_uri(storage)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise SpecError(f"storage {storage!r} cannot be opened: {_first_line(e)}") from None
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(storage))
+
+
+def storage_location(storage: str) -> str:
+    """`storage` in the form every process can open: a URI as given, a local path made absolute."""
+    return storage.rstrip("/") if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+
+
+class ResultStore:
+    def __init__(self, storage: str, sweep: str):
+        self.storage = storage_location(storage)
+        self.sweep = sweep
+        self.fs, base = open_storage(self.storage)
+        self.root = posixpath.join(base, sweep)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def location(self) -> str:
+        """The results directory as a path or URI (what the dashboard and the user are given)."""
+        return f"{self.storage}/{self.sweep}"
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def data_path(self, trial_id: str) -> str:
+        return self.path(DATA, f"{trial_id}.parquet")
+
+    def models_path(self, trial_id: str) -> str:
+        return self.path(MODELS, f"{trial_id}.parquet")
+
+    # --------------------------------------------------------------------------------------- checks
+
+    def probe(self) -> None:
+        """Fail with a SpecError unless the results directory is writable; leaves nothing behind."""
+        missing_top = None
+        parent = self.root
+        while parent and self.fs.get_file_info(parent).type == pafs.FileType.NotFound:
+            missing_top, parent = parent, posixpath.dirname(parent)
+            if parent in ("", "/"):
+                break
+        try:
+            if self.fs.get_file_info(self.root).type == pafs.FileType.File:
+                raise OSError(f"{self.root} is a file")
+            self.fs.create_dir(self.root, recursive=True)
+            probe = self.path(f".write-probe-{uuid.uuid4().hex}.tmp")
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"probe")
+            self.fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as e:
+            raise SpecError(f"storage {self.location} is not writable: {_first_line(e)}") from None
+        finally:
+            if missing_top:
+                try:
+                    self.fs.delete_dir(missing_top)
+                except (OSError, pa.ArrowException):
+                    pass
+
+    # --------------------------------------------------------------------------------------- reads
+
+    def finished_ids(self) -> set[str]:
+        """Trial ids with a data file."""
+        return {posixpath.basename(p)[: -len(".parquet")] for p in self._list(DATA)}
+
+    def read_data(self, trial_id: str) -> pa.Table:
+        with self.fs.open_input_file(self.data_path(trial_id)) as f:
+            return pq.read_table(f)
+
+    def failed_ids(self, trial_ids) -> list[str]:
+        """Of `trial_ids` with a data file, those whose rows say status 'error'."""
+        failed = []
+        for tid in sorted(set(trial_ids) & self.finished_ids()):
+            with self.fs.open_input_file(self.data_path(tid)) as f:
+                status = pq.read_table(f, columns=["status"]).column("status").to_pylist()
+            if "error" in status:
+                failed.append(tid)
+        return failed
+
+    def read_json(self, name: str) -> dict | None:
+        try:
+            with self.fs.open_input_stream(self.path(name)) as f:
+                return json.loads(f.read().decode())
+        except (FileNotFoundError, pa.ArrowException):
+            return None
+
+    # --------------------------------------------------------------------------------------- writes
+
+    def write_trial(self, trial_id: str, data: pa.Table, models: pa.Table | None) -> None:
+        """Models first: a data file is the promise that the trial is complete."""
+        if models is not None and models.num_rows:
+            self._atomic(self.models_path(trial_id), lambda out: pq.write_table(models, out))
+        self._atomic(self.data_path(trial_id), lambda out: pq.write_table(data, out))
+
+    def write_json(self, name: str, obj: dict) -> None:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
+        self._atomic(self.path(name), lambda out: out.write(text))
+
+    def remove_temporaries(self) -> None:
+        """Temp files a killed run left behind (they are invisible to readers, but clutter)."""
+        for sub in (DATA, MODELS, ""):
+            for p in self._list(sub, suffix=".tmp"):
+                if posixpath.basename(p).startswith("."):
+                    try:
+                        self.fs.delete_file(p)
+                    except (OSError, pa.ArrowException):
+                        pass
+
+    def _atomic(self, path: str, write) -> None:
+        directory, name = posixpath.split(path)
+        self.fs.create_dir(directory, recursive=True)
+        tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        with self.fs.open_output_stream(tmp) as out:
+            write(out)
+        self.fs.move(tmp, path)
+
+    def _list(self, sub: str, suffix: str = ".parquet") -> list[str]:
+        selector = pafs.FileSelector(self.path(sub) if sub else self.root, allow_not_found=True)
+        return [i.path for i in self.fs.get_file_info(selector)
+                if i.type == pafs.FileType.File and i.path.endswith(suffix)
+                and (suffix == ".tmp" or not posixpath.basename(i.path).startswith("."))]
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

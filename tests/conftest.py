@@ -1,0 +1,75 @@
+"""Shared fixtures: running the sweep CLI for real (subprocess, embedded Ray) and one smoke sweep.
+
+Every Ray this suite starts lives under a private RAY_TMPDIR, so `ray.init()` here never attaches to
+another Ray on the machine (and nothing else attaches to ours).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="session")
+def ray_env():
+    """Environment for subprocesses that start Ray: a private, short temp dir (socket paths must stay
+    under 107 bytes; Tune's temp dirs go there too), no usage stats, unbuffered output."""
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": tmp, "TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    yield env
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def run_sweep(ray_env):
+    """run_sweep(*args) -> CompletedProcess of `python -m adk_ray.sweep ARGS` on an embedded 2-CPU Ray."""
+
+    def run(*args: str, embedded: bool = True, timeout: float = SWEEP_TIMEOUT_S) -> subprocess.CompletedProcess:
+        extra = ["--num-cpus", "2", "--no-dashboard"] if embedded else []
+        return subprocess.run([sys.executable, "-m", "adk_ray.sweep", *args, *extra], cwd=REPO, env=ray_env,
+                              capture_output=True, text=True, timeout=timeout)
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_results(run_sweep, tmp_path_factory) -> Path:
+    """Results directory of `mog_ppo --smoke` (data/, models/, sweep.json, dashboard.html if drawable)."""
+    storage = tmp_path_factory.mktemp("smoke_storage")
+    proc = run_sweep("mog_ppo", "--smoke", "--storage", str(storage))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return storage / "mog_ppo"
+
+
+def read_rows(results: Path):
+    """A results directory's data as pandas."""
+    return ds.dataset(str(results / "data")).to_table().to_pandas()
+
+
+@pytest.fixture(scope="session")
+def expect_complete():
+    """expect_complete(results_dir, planned_trials): every planned trial's rows are there exactly once,
+    with a final model for every (pipeline, seed, iteration count), and nothing else."""
+
+    def check(results: Path, trials) -> None:
+        rows = read_rows(results)
+        assert set(rows.trial_id) == {t.trial_id for t in trials}
+        assert not rows.duplicated(["trial_id", "pipeline", "stage", "seed", "iterations", "step"]).any()
+        for t in trials:
+            mine = rows[rows.trial_id == t.trial_id]
+            finals = mine[mine.stage == "final"]
+            assert len(finals) == 2 * len(t.config.seeds) * len(t.config.iterations)
+            assert set(zip(finals.pipeline, finals.seed, finals.iterations)) == {
+                (p, s, i) for p in ("K-A", "A-K") for s in t.config.seeds for i in t.config.iterations}
+            assert (mine.beta == t.config.beta).all()
+    return check
