@@ -25,7 +25,7 @@ from adk_ray.objectives.kd import kd_reweight_logits
 from adk_ray.objectives.pad import ppd_loss, vpd_loss
 from adk_ray.worlds.mog import model
 from adk_ray.worlds.mog.noise import NoiseStream, once
-from adk_ray.worlds.mog.stages import INIT_SCALE, _check_finite
+from adk_ray.worlds.mog.stages import INIT_SCALE, _check_finite, adam
 
 PAD_METHODS = ("pad_vpd", "pad_ppd")
 Progress = Callable[[int], None] | None
@@ -107,7 +107,7 @@ def distill_pad(teacher: model.Params, kd_beta: Tensor, seeds, n_components: int
     teacher_logits = kd_reweight_logits(teacher["logits"], kd_beta)
     init_points = model.sample(teacher, once(seeds, "kd/init", (n_components, 3)), teacher_logits)
     student = model.trainable(model.init_from_samples(init_points, INIT_SCALE))
-    opt = torch.optim.Adam(student.values(), lr=lr)
+    opt = adam(student.values(), lr)
     noise = NoiseStream(seeds, "kd_pad/sample", (batch_size, 3))
     for step in range(iterations):
         x = sample_tempered(student, noise.next()[:, : G * n], temperature)      # [T, G·n, 2]
