@@ -1,0 +1,223 @@
+"""The LLM world's distillation chain (SPEC.md section 4), the shared start of both pipelines:
+
+    p* ──sample τ=1.0──▶ SFT ──▶ p' ──sample τ=0.95──▶ KD ──▶ p''        (K-A aligns p'')
+                                  └──sample τ=0.8 ──▶ KD ──▶ p_target   (oracle: reward, target precision)
+                                  (A-K aligns p', then distils it like p'')
+
+`run_distillation_chain(preset, seed, workdir)` runs it and returns metric rows for p' (stage `p_prime`,
+once per pipeline, as in the MoG world) and p'' (stage `p_dprime`, K-A), world `llm`. The reward's
+folding threshold is computed here from p_target's own samples and stored beside its weights.
+
+Every artefact is a directory under `workdir`, named by a hash of exactly what determines it (stage,
+settings, input keys, seed), and reused when it is already complete: a second chain with the same
+seed shares p*, p', p'' and p_target. The heavy work goes through a backend (`LocalBackend` in-process,
+`adk_ray.service.llm_train.RayBackend` on Ray); aligners (A-K / K-A) will be further `Chain` methods
+that take and return model directories the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import zlib
+from typing import Callable, Protocol
+
+import numpy as np
+
+from adk_ray.pipeline.cache import stage_key
+from adk_ray.pipeline.result import TrialResult
+from adk_ray.worlds.llm import data as token_data
+from adk_ray.worlds.llm import metrics as llm_metrics
+from adk_ray.worlds.llm.models import Vocab, resolve_vocab
+from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec, get_preset
+from adk_ray.worlds.llm.stages import LocalBackend, TrainJob, is_trained, materialize
+
+Progress = Callable[[str], None] | None
+"""progress(message): called as stages start and finish."""
+
+
+class Backend(Protocol):
+    """Where the heavy stages run (see adk_ray.worlds.llm.stages)."""
+
+    def sample(self, preset: LLMPreset, vocab: Vocab, model_dir: str, out_dir: str, n: int, temperature: float,
+               seed: int) -> str: ...
+
+    def score(self, preset: LLMPreset, vocab: Vocab, model_dir: str, data_dir: str) -> np.ndarray: ...
+
+    def train(self, preset: LLMPreset, vocab: Vocab, jobs: list[TrainJob]) -> None: ...
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A stage's own seed from the trial seed and the stage's name (independent streams per stage)."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class Artefact:
+    """A model or data set directory and the key it is stored under."""
+
+    key: str
+    path: str
+
+
+class Chain:
+    """The stages of one seed, each cached in `workdir` by key. Methods return Artefacts."""
+
+    def __init__(self, preset: LLMPreset, seed: int, workdir: str, backend: Backend | None = None,
+                 vocab: Vocab | None = None, progress: Progress = None):
+        self.preset, self.seed, self.workdir = preset, int(seed), os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.vocab = vocab or load_or_resolve_vocab(preset, self.workdir)
+        self.backend = backend or LocalBackend()
+        self.progress = progress or (lambda msg: None)
+        self.timings: dict[str, float] = {}
+
+    # -- building blocks -------------------------------------------------------------------------
+    def _timed(self, label: str, fn):
+        self.progress(f"{label} ...")
+        t = time.perf_counter()
+        out = fn()
+        self.timings[label] = time.perf_counter() - t
+        self.progress(f"{label} done in {self.timings[label]:.1f}s")
+        return out
+
+    def truth(self) -> Artefact:
+        """p*: built once per preset (its init seed is fixed, not the trial seed)."""
+        spec = self.preset.truth
+        key = stage_key("truth", {"spec": dataclasses.asdict(spec), "vocab": self.vocab.to_json()},
+                        self.preset.truth_seed)
+        path = os.path.join(self.workdir, "models", f"truth-{key}")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            self._timed("p* materialise", lambda: materialize(
+                spec, self.vocab, self.preset.truth_seed, path,
+                {"role": "truth", "preset": self.preset.name, "model_id": f"{self.preset.name}/truth"}))
+        return Artefact(key, path)
+
+    def dataset(self, model: Artefact, name: str, n: int, temperature: float) -> Artefact:
+        """n samples of `model` at τ = temperature, seeded by (trial seed, name)."""
+        s = self.preset.sampling
+        seed = derive_seed(self.seed, name)
+        settings = {"n": n, "temperature": temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
+                    "chunk_size": s.chunk_size}
+        key = stage_key("sample", settings, seed, (model.key,))
+        path = os.path.join(self.workdir, "data", f"{name}-{key}")
+        if not token_data.is_finished(path):
+            shutil.rmtree(path, ignore_errors=True)     # parts of an interrupted run may not match this split
+            self._timed(f"sample {name} (n={n}, τ={temperature})",
+                        lambda: self.backend.sample(self.preset, self.vocab, model.path, path, n, temperature, seed))
+        return Artefact(key, path)
+
+    def students(self, wanted: list[tuple[str, ModelSpec, Artefact]]) -> list[Artefact]:
+        """Students (role, shape, data) trained by SFT / sequence-level KD on their data, in one backend
+        call (on Ray: one worker group trains them one after the other)."""
+        arts, jobs = [], []
+        for role, spec, data in wanted:
+            seed = derive_seed(self.seed, role)
+            settings = {"spec": dataclasses.asdict(spec), "train": dataclasses.asdict(self.preset.train),
+                        "width": self.preset.sampling.max_new_tokens}
+            key = stage_key("train", settings, seed, (data.key,))
+            path = os.path.join(self.workdir, "models", f"{role}-{key}")
+            arts.append(Artefact(key, path))
+            if not is_trained(path):
+                jobs.append(TrainJob(role, spec, data.path, path, seed))
+        if jobs:
+            self._timed(f"train {', '.join(j.role for j in jobs)}",
+                        lambda: self.backend.train(self.preset, self.vocab, jobs))
+        return arts
+
+    def scores(self, model: Artefact, data: Artefact) -> np.ndarray:
+        """Per-sequence mean log-likelihoods of `data` under `model`, cached as .npy."""
+        path = os.path.join(self.workdir, "scores", f"{model.key}-{data.key}.npy")
+        if not os.path.exists(path):
+            values = self._timed(f"score {os.path.basename(data.path)} by {os.path.basename(model.path)}",
+                                 lambda: self.backend.score(self.preset, self.vocab, model.path, data.path))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            np.save(path + ".tmp.npy", values)
+            os.replace(path + ".tmp.npy", path)
+        return np.load(path)
+
+    def reward(self, p_target: Artefact) -> dict:
+        """τ_r = the fold_quantile of R_base over p_target's own samples; stored as reward.json beside it."""
+        p = self.preset
+        try:
+            return llm_metrics.read_reward_spec(p_target.path)
+        except FileNotFoundError:
+            pass
+        own = self.dataset(p_target, "p_target_self", p.sampling.threshold_samples, p.eval_temperature)
+        ll = self.scores(p_target, own)
+        spec = {"threshold": llm_metrics.reward_threshold(ll, p.reward_scale, p.reward_c, p.fold_quantile),
+                "quantile": p.fold_quantile, "scale": p.reward_scale, "c": p.reward_c, "num_samples": int(len(ll)),
+                "temperature": p.eval_temperature, "samples": os.path.basename(own.path)}
+        llm_metrics.write_reward_spec(p_target.path, spec)
+        return spec
+
+    def evaluate(self, name: str, model: Artefact, truth: Artefact, p_target: Artefact, held_out: Artefact,
+                 reward: dict) -> dict:
+        """The four metrics of one model (SPEC.md section 2) on eval_samples sequences each."""
+        own = self.dataset(model, f"{name}_eval", self.preset.sampling.eval_samples, self.preset.eval_temperature)
+        return llm_metrics.model_metrics(precision_ll=self.scores(truth, own), recall_ll=self.scores(model, held_out),
+                                         target_ll=self.scores(p_target, own), reward=reward)
+
+    # -- the chain -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """p* → p' → (p'', p_target) → reward → metrics of p' and p''. Returns a manifest (paths, metrics)."""
+        p, s = self.preset, self.preset.sampling
+        truth = self.truth()
+        sft_data = self.dataset(truth, "truth_train", s.train_samples, p.truth_temperature)
+        held_out = self.dataset(truth, "truth_heldout", s.eval_samples, p.eval_temperature)
+        p_prime, = self.students([("p_prime", p.p_prime, sft_data)])
+        kd_data = self.dataset(p_prime, "p_prime_kd", s.train_samples, p.kd_temperature)
+        target_data = self.dataset(p_prime, "p_prime_target", s.train_samples, p.target_temperature)
+        p_dprime, p_target = self.students([("p_dprime", p.p_dprime, kd_data),
+                                            ("p_target", p.p_target, target_data)])
+        reward = self.reward(p_target)
+        metrics = {name: self.evaluate(name, art, truth, p_target, held_out, reward)
+                   for name, art in (("p_prime", p_prime), ("p_dprime", p_dprime))}
+        return {"preset": p.name, "seed": self.seed, "reward": reward, "metrics": metrics,
+                "models": {"truth": truth.path, "p_prime": p_prime.path, "p_dprime": p_dprime.path,
+                           "p_target": p_target.path},
+                "data": {"truth_train": sft_data.path, "truth_heldout": held_out.path, "p_prime_kd": kd_data.path,
+                         "p_prime_target": target_data.path},
+                "timings": self.timings}
+
+
+def load_or_resolve_vocab(preset: LLMPreset, workdir: str) -> Vocab:
+    """The preset's Vocab, cached in workdir (loading a real tokenizer takes seconds)."""
+    path = os.path.join(workdir, f"vocab-{preset.name}-{stage_key('vocab', dataclasses.asdict(preset.tokenizer))}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return Vocab.from_json(json.load(f))
+    vocab = resolve_vocab(preset.tokenizer)
+    with open(path + ".tmp", "w") as f:
+        json.dump(vocab.to_json(), f)
+    os.replace(path + ".tmp", path)
+    return vocab
+
+
+def rows_from_manifest(manifest: dict, preset: LLMPreset) -> list[dict]:
+    """Metric rows in the MoG world's column names: p' once per pipeline, p'' for K-A."""
+    base = {"world": "llm", "preset": preset.name, "seed": manifest["seed"], "iterations": None, "step": None,
+            "kd_temperature": preset.kd_temperature, "target_temperature": preset.target_temperature,
+            "eval_samples": preset.sampling.eval_samples}
+    m = manifest["metrics"]
+    return ([{**base, "pipeline": pl, "stage": "p_prime", **m["p_prime"]} for pl in ("K-A", "A-K")]
+            + [{**base, "pipeline": "K-A", "stage": "p_dprime", **m["p_dprime"]}])
+
+
+def run_distillation_chain(preset_name: str | LLMPreset, seed: int, workdir: str, backend: Backend | None = None,
+                           progress: Progress = None, **overrides) -> TrialResult:
+    """p* samples → p' (SFT, τ=1.0) → p'' (KD, τ=0.95) and p_target (KD, τ=0.8) → reward threshold →
+    metric rows for p' and p''. `backend` defaults to in-process (`LocalBackend`); pass
+    `adk_ray.service.llm_train.RayBackend(...)` to run on Ray. `overrides` replace preset fields
+    (`get_preset`). The manifest of the run (paths, reward, timings) is written to
+    `<workdir>/chain-<preset>-seed<seed>.json`."""
+    preset = preset_name if isinstance(preset_name, LLMPreset) else get_preset(preset_name, **overrides)
+    chain = Chain(preset, seed, workdir, backend, progress=progress)
+    manifest = chain.run()
+    path = os.path.join(chain.workdir, f"chain-{preset.name}-seed{seed}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    return TrialResult(rows=rows_from_manifest(manifest, preset))

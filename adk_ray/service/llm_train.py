@@ -1,0 +1,206 @@
+"""Ray for the LLM world: sampling and scoring as Ray tasks, student training as a Ray Train
+`TorchTrainer` (Train V2) whose workers wrap DeepSpeed ZeRO-2.
+
+The only module of the LLM world that imports Ray. `RayBackend` implements the backend protocol of
+`adk_ray.pipeline.llm` (sample / score / train), calling the pure world functions in Ray workers:
+
+    sample  chunks of the set split over `sample_workers` tasks (one GPU each, or one CPU each); every task
+            runs `worlds.llm.sampling.sample_shard` and writes one Parquet part.
+    score   rows split over tasks running `worlds.llm.metrics.score_dataset`.
+    train   `TorchTrainer(num_workers)`: each worker builds the student, wraps it with DeepSpeed (ZeRO-2,
+            bf16 on GPU; gloo and fp32 on CPU) and runs `worlds.llm.train.train_loop`. Every
+            `checkpoint_every` steps all ranks save a DeepSpeed checkpoint (model, their optimizer partition,
+            LR schedule, step) and report it; Ray merges the ranks' files into one checkpoint directory.
+            A restarted worker group (FailureConfig(max_failures=1)) resumes from the latest one. Several
+            independent students (p'' and p_target) share one run, trained one after the other.
+
+    ray.init(...)
+    run_distillation_chain("tiny", seed=0, workdir="w", backend=RayBackend())
+
+Paths (model and data directories) must be visible to every worker: one machine, or a shared filesystem.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from adk_ray.pipeline.cache import stage_key
+from adk_ray.worlds.llm import data as token_data
+from adk_ray.worlds.llm.metrics import score_dataset
+from adk_ray.worlds.llm.models import Vocab
+from adk_ray.worlds.llm.presets import LLMPreset
+from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard, split_chunks
+from adk_ray.worlds.llm.stages import (TrainJob, is_trained, read_train_info, sequence_width, student_info,
+                                       write_train_info)
+
+PROGRESS = "progress.json"
+
+
+class RayBackend:
+    """Runs the LLM world's heavy stages on the Ray cluster `ray.init` connected to."""
+
+    def __init__(self, sample_workers: int | None = None, use_gpu: bool | None = None,
+                 storage_path: str | None = None, max_failures: int = 1, fail_at: tuple[str, int] | None = None):
+        """Training runs use the preset's train.num_workers Ray Train workers (it sets the global batch, so
+        it is part of a student's cache key and not a backend knob).
+        sample_workers: tasks per sampling / scoring stage (default: GPUs in the cluster, else num_workers).
+        use_gpu: default whether the cluster has GPUs. storage_path: Ray Train storage (default:
+        `<workdir>/ray_train`). fail_at: TESTS ONLY — (role, step): in the first attempt of a run, the last
+        rank calls os._exit(1) after `step` steps of that student, to exercise resume-from-checkpoint."""
+        self.sample_workers = sample_workers
+        self._use_gpu, self.storage_path = use_gpu, storage_path
+        self.max_failures, self.fail_at = max_failures, fail_at
+
+    # -- resources ----------------------------------------------------------------------------
+    @property
+    def use_gpu(self) -> bool:
+        if self._use_gpu is None:
+            self._use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        return self._use_gpu
+
+    def _task_options(self) -> dict:
+        return {"num_gpus": 1, "num_cpus": 1} if self.use_gpu else {"num_cpus": 1}
+
+    def _n_tasks(self, preset: LLMPreset) -> int:
+        if self.sample_workers:
+            return self.sample_workers
+        if self.use_gpu:
+            return max(1, int(ray.cluster_resources().get("GPU", 1)))
+        return preset.train.num_workers
+
+    # -- backend protocol -----------------------------------------------------------------------
+    def sample(self, preset: LLMPreset, vocab: Vocab, model_dir: str, out_dir: str, n: int, temperature: float,
+               seed: int) -> str:
+        s = preset.sampling
+        shares = split_chunks(num_chunks(n, s.chunk_size), self._n_tasks(preset))
+        task = ray.remote(sample_shard).options(**self._task_options())
+        dtype = s.dtype if self.use_gpu else "float32"
+        refs = [task.remote(model_dir, out_dir, f"part-{i:05d}", vocab, chunks, n, s.chunk_size, s.max_new_tokens,
+                            temperature, s.top_p, seed, dtype, None, s.compile and self.use_gpu)
+                for i, chunks in enumerate(shares)]
+        ray.get(refs)
+        token_data.finish_dataset(out_dir, dataset_meta(model_dir, vocab, n, temperature, s.top_p, seed,
+                                                        s.max_new_tokens, s.chunk_size))
+        return out_dir
+
+    def score(self, preset: LLMPreset, vocab: Vocab, model_dir: str, data_dir: str) -> np.ndarray:
+        n = token_data.open_dataset(data_dir).count_rows()
+        bounds = np.linspace(0, n, self._n_tasks(preset) + 1).round().astype(int)
+        task = ray.remote(score_dataset).options(**self._task_options())
+        dtype = preset.sampling.dtype if self.use_gpu else "float32"
+        refs = [task.remote(model_dir, data_dir, vocab, dtype, None, 64, np.arange(a, b))
+                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        return np.concatenate(ray.get(refs))
+
+    def train(self, preset: LLMPreset, vocab: Vocab, jobs: list[TrainJob]) -> None:
+        """One TorchTrainer run trains `jobs` one after the other (one worker-group start for all)."""
+        jobs = [j for j in jobs if not is_trained(j.out_dir)]
+        if not jobs:
+            return
+        t0 = time.perf_counter()
+        workers = preset.train.num_workers
+        first = os.path.abspath(jobs[0].out_dir)
+        storage = self.storage_path or os.path.join(os.path.dirname(os.path.dirname(first)), "ray_train")
+        name = "train-" + stage_key("ray_train", {"out": [os.path.abspath(j.out_dir) for j in jobs]})[:16]
+        config = {"preset": preset, "vocab": vocab, "jobs": jobs, "fail_at": self.fail_at}
+        trainer = TorchTrainer(
+            train_students_worker, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
+            run_config=RunConfig(name=name, storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=self.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        trainer.fit()
+        missing = [j.role for j in jobs if not is_trained(j.out_dir)]
+        if missing:
+            raise RuntimeError(f"Ray Train run {name} finished without students {', '.join(missing)}")
+        for j in jobs:                                     # where the run's checkpoints live, for the record
+            info = read_train_info(j.out_dir)
+            write_train_info(j.out_dir, {**info, "ray_train_run": os.path.join(storage, name),
+                                         "driver_wall_seconds": time.perf_counter() - t0})
+
+
+def train_students_worker(config: dict) -> None:
+    """One Ray Train worker: for each job not yet finished, a DeepSpeed engine and the world's train loop.
+
+    Checkpoints (every preset.train.checkpoint_every steps) hold the DeepSpeed state of the current job
+    plus progress.json {job, step}; a finished job's model is written by rank 0 straight to its out_dir
+    (then every rank passes a report, so all ranks see it before moving on), which is how a restarted
+    group knows to skip it.
+    """
+    import torch
+
+    from adk_ray.worlds.llm.data import read_tokens
+    from adk_ray.worlds.llm.models import build_model, save_model
+    from adk_ray.worlds.llm.train import DeepSpeedEngine, total_steps, train_loop
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(world))
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    preset, vocab = config["preset"], config["vocab"]
+    s = preset.train
+    restored = ray.train.get_checkpoint()
+    progress = None
+    if restored:
+        with restored.as_directory() as d:
+            with open(os.path.join(d, PROGRESS)) as f:
+                progress = json.load(f)
+    fail_at = config.get("fail_at")
+
+    for k, job in enumerate(config["jobs"]):
+        if is_trained(job.out_dir):
+            continue
+        t0 = time.perf_counter()
+        data = read_tokens(job.data_dir, vocab.pad_id, sequence_width(preset, vocab))
+        total = total_steps(len(data), s.per_device_batch * world, s.epochs)
+        device = ray.train.torch.get_device() if on_gpu else None
+        engine = DeepSpeedEngine(build_model(job.spec, vocab, job.seed), s, total, world, device=device)
+        init_seconds = time.perf_counter() - t0
+        start = 0
+        if progress and progress["job"] == k:
+            with restored.as_directory() as d:
+                start = engine.load(d)
+        t_steps = time.perf_counter()
+
+        def metrics(step: int, loss: float) -> dict:
+            return {"job": k, "role": job.role, "step": step, "loss": loss, "start_step": start,
+                    "total_steps": total, "init_seconds": init_seconds,
+                    "tokens_per_step": s.per_device_batch * world * sequence_width(preset, vocab),
+                    "steps_seconds": time.perf_counter() - t_steps, "wall_seconds": time.perf_counter() - t0}
+
+        def on_step(step: int, loss, lr: float) -> None:
+            if (fail_at is not None and restored is None and (job.role, step) == tuple(fail_at)
+                    and rank == world - 1):
+                # Tests: kill this worker mid-run, first attempt only. Ray Train registers a reported
+                # checkpoint when its controller next polls the workers (every ~2 s), so stall past one
+                # poll first: otherwise a fast run dies before any checkpoint is known and restarts at 0.
+                time.sleep(5)
+                os._exit(1)
+            if s.checkpoint_every and step % s.checkpoint_every == 0 and step < total:
+                with tempfile.TemporaryDirectory() as d:
+                    engine.save(d, step)
+                    if rank == 0:
+                        with open(os.path.join(d, PROGRESS), "w") as f:
+                            json.dump({"job": k, "role": job.role, "step": step}, f)
+                    ray.train.report(metrics(step, float(loss)), checkpoint=Checkpoint.from_directory(d))
+
+        loss = train_loop(engine, data, s, job.seed, rank, world, start, total, on_step)
+        final = metrics(total, loss)
+        if rank == 0:
+            save_model(engine.model.float(), job.out_dir, student_info(job, preset))
+            write_train_info(job.out_dir, {**final, "world_size": world,
+                                           "engine": f"deepspeed-zero{s.zero_stage}"})
+        ray.train.report(final)                          # a barrier: the model is on disk for every rank
+        del engine

@@ -1,0 +1,129 @@
+"""Stage functions of the LLM world and the in-process backend that runs them without Ray.
+
+A backend does the three heavy things a pipeline asks for, each on models and data sets on disk:
+
+    sample(preset, vocab, model_dir, out_dir, n, temperature, seed)   a finished Arrow token set
+    score(preset, vocab, model_dir, data_dir) -> per-sequence mean log-likelihoods
+    train(preset, vocab, jobs)        saved students (save_pretrained + model.json + train.json), one per
+                                      TrainJob; independent students (p'' and p_target) come in one call
+
+`LocalBackend` does them in this process (plain torch, one device); `adk_ray.service.llm_train.RayBackend`
+does the same with Ray tasks for sampling and scoring and a Ray Train `TorchTrainer` of DeepSpeed workers
+for training. Both call the pure functions of this package, so results agree up to floating point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adk_ray.worlds.llm import data as token_data
+from adk_ray.worlds.llm import metrics as llm_metrics
+from adk_ray.worlds.llm.models import Vocab, build_model, count_params, save_model
+from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec
+from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard
+from adk_ray.worlds.llm.train import PlainEngine, total_steps, train_loop
+
+TRAIN_INFO = "train.json"
+
+
+def materialize(spec: ModelSpec, vocab: Vocab, seed: int, out_dir: str, info: dict) -> str:
+    """Build (or load) a model and save it as a model directory the other stages load by path."""
+    model = build_model(spec, vocab, seed)
+    return save_model(model, out_dir, {**info, "source": spec.source, "name": spec.name, "init_seed": seed,
+                                       "num_params": count_params(model)})
+
+
+def student_info(job: "TrainJob", preset: LLMPreset) -> dict:
+    """model.json of a trained student."""
+    return {"role": job.role, "preset": preset.name, "seed": job.seed,
+            "model_id": f"{preset.name}/{job.role}/{os.path.basename(job.out_dir)}", "source": job.spec.source,
+            "name": job.spec.name, "teacher_data": os.path.basename(job.data_dir)}
+
+
+def write_train_info(model_dir: str, info: dict) -> None:
+    """train.json (steps, losses, resume point, timings): written last, it marks the student complete."""
+    path = os.path.join(model_dir, TRAIN_INFO)
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def read_train_info(model_dir: str) -> dict:
+    with open(os.path.join(model_dir, TRAIN_INFO)) as f:
+        return json.load(f)
+
+
+def sequence_width(preset: LLMPreset, vocab: Vocab) -> int:
+    """Every padded batch is [B, prompt + max_new_tokens]: one static shape per run."""
+    return len(vocab.prompt_ids) + preset.sampling.max_new_tokens
+
+
+def device_for(preset: LLMPreset) -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sampling_dtype(preset: LLMPreset) -> str:
+    return preset.sampling.dtype if torch.cuda.is_available() else "float32"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One student to train: `spec` on the token set `data_dir`, saved to `out_dir`."""
+
+    role: str
+    spec: ModelSpec
+    data_dir: str
+    out_dir: str
+    seed: int
+
+
+def is_trained(model_dir: str) -> bool:
+    """A student directory is complete once train.json is written (after the weights)."""
+    return os.path.exists(os.path.join(model_dir, TRAIN_INFO))
+
+
+class LocalBackend:
+    """Runs every stage in this process, on the GPU when there is one. Training uses the global batch of
+    the preset's num_workers (per_device_batch × num_workers) in one process, so it visits the same rows
+    per step as a Ray Train run of that many workers."""
+
+    def sample(self, preset: LLMPreset, vocab: Vocab, model_dir: str, out_dir: str, n: int, temperature: float,
+               seed: int) -> str:
+        s = preset.sampling
+        chunks = list(range(num_chunks(n, s.chunk_size)))
+        on_gpu = torch.cuda.is_available()
+        sample_shard(model_dir, out_dir, "part-00000", vocab, chunks, n, s.chunk_size, s.max_new_tokens,
+                     temperature, s.top_p, seed, dtype=sampling_dtype(preset), compile=s.compile and on_gpu)
+        token_data.finish_dataset(out_dir, dataset_meta(model_dir, vocab, n, temperature, s.top_p, seed,
+                                                        s.max_new_tokens, s.chunk_size))
+        return out_dir
+
+    def score(self, preset: LLMPreset, vocab: Vocab, model_dir: str, data_dir: str) -> np.ndarray:
+        return llm_metrics.score_dataset(model_dir, data_dir, vocab, dtype=sampling_dtype(preset))
+
+    def train(self, preset: LLMPreset, vocab: Vocab, jobs: list[TrainJob]) -> None:
+        for job in jobs:
+            if not is_trained(job.out_dir):
+                self._train_one(preset, vocab, job)
+
+    def _train_one(self, preset: LLMPreset, vocab: Vocab, job: TrainJob) -> None:
+        # One process stands in for preset.train.num_workers workers: same global batch, same rows per step.
+        s = dataclasses.replace(preset.train, per_device_batch=preset.train.per_device_batch * preset.train.num_workers)
+        t0 = time.perf_counter()
+        data = token_data.read_tokens(job.data_dir, vocab.pad_id, sequence_width(preset, vocab))
+        total = total_steps(len(data), s.per_device_batch, s.epochs)
+        engine = PlainEngine(build_model(job.spec, vocab, job.seed), s, total, device_for(preset))
+        losses = []
+        train_loop(engine, data, s, job.seed, 0, 1, 0, total,
+                   on_step=lambda step, loss, lr: losses.append(float(loss)) if step % 10 == 0 or step == total
+                   else None)
+        save_model(engine.model.float(), job.out_dir, student_info(job, preset))
+        write_train_info(job.out_dir, {"steps": total, "start_step": 0, "final_loss": losses[-1] if losses else None,
+                                       "world_size": 1, "engine": "torch",
+                                       "wall_seconds": time.perf_counter() - t0})
