@@ -128,3 +128,20 @@ def test_final_kd_method_changes_only_the_a_k_final_model():
     for a, b in zip(seq.rows, pad.rows):
         same = (a["pipeline"], a["stage"]) != ("A-K", "final")
         assert ([a[m] for m in METRICS] == [b[m] for m in METRICS]) == same, (a["pipeline"], a["stage"])
+
+
+def test_padding_with_zero_weight_components_changes_nothing():
+    p = _params(T=2, K=4)
+    padded = model.pad_components(p, 6)
+    x = 2 * torch.randn(2, 300, 2, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(model.log_prob(padded, x), model.log_prob(p, x), rtol=0, atol=1e-6)
+    noise = torch.randn(2, 5000, 3, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model.sample(padded, noise), model.sample(p, noise), rtol=0, atol=0)
+    # a gradient step leaves the padding at weight 0 and finite elsewhere
+    q = model.trainable(padded)
+    opt = stages.adam(q.values(), 1e-2)
+    (-model.log_prob(q, x).mean()).backward()
+    opt.step()
+    assert (q["logits"][:, 4:] == -torch.inf).all() and torch.isfinite(q["logits"][:, :4]).all()
+    assert torch.isfinite(q["means"]).all() and torch.isfinite(q["log_scales"]).all()
+    assert model.first_components(model.detach(q), 4)["means"].shape == (2, 4, 2)

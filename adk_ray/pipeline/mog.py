@@ -106,35 +106,37 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
         rows(pipeline, "p_prime", ref_ak, owners)
     rows("K-A", "p_dprime", ref_ka, owners)
 
-    def align(pipeline: str, start: model.Params) -> dict[tuple[int, int], model.Params]:
-        """Snapshots {(unit, iterations): policy [1, ...]}. Units are run in groups of equal length, so
-        a unit that needs 300 steps never rides along a 3000-step run."""
-        snaps = {}
-        for length in sorted({max(c.iterations) for c in unit_cfg}):
-            group = [u for u, c in enumerate(unit_cfg) if max(c.iterations) == length]
-            g_cfg, g_seeds = [unit_cfg[u] for u in group], [unit_seeds[u] for u in group]
+    # Both pipelines align in one batched call (runs 0..U-1 are K-A, U..2U-1 are A-K): p'' is padded
+    # with zero-weight components to p''s count, which changes none of its numbers. Runs are grouped
+    # by length, so a run that needs 300 steps never rides along a 3000-step one.
+    U = len(units)
+    start = model.cat([model.pad_components(ref_ka, base.n_sft_modes), ref_ak])
+    run_cfg, run_seeds, run_beta = unit_cfg * 2, unit_seeds * 2, torch.cat([beta, beta])
+    run_pipeline = ["K-A"] * U + ["A-K"] * U
+    snaps: dict[tuple[int, int], model.Params] = {}
+    for length in sorted({max(c.iterations) for c in unit_cfg}):
+        group = [r for r, c in enumerate(run_cfg) if max(c.iterations) == length]
 
-            def curve(q, step):
-                rows(pipeline, "curve", q, [(c, s, length) for c, s in zip(g_cfg, g_seeds)], step, store_model=False)
-            out = stages.align(
-                model.index(start, group), model.index(start, group), g_seeds, beta[group], base.algorithm,
-                sorted({i for c in g_cfg for i in c.iterations}), base.target, base.lr, base.batch_size,
-                base.reward_scale, base.reward_alpha, base.ppo_clip, base.ppo_epochs, base.ppo_minibatches,
-                base.grpo_std_normalize, base.dpo_offline_pairs, base.eval_every, curve,
-                tracker.step(f"align {pipeline}", len(group)))
-            for j, u in enumerate(group):
-                for it in unit_cfg[u].iterations:
-                    snaps[u, it] = model.index(out[it], [j])
-        return snaps
+        def curve(q, step, group=group, length=length):
+            for pipeline in ("K-A", "A-K"):
+                pos = [j for j, r in enumerate(group) if run_pipeline[r] == pipeline]
+                rows(pipeline, "curve", model.index(q, pos),
+                     [(run_cfg[group[j]], run_seeds[group[j]], length) for j in pos], step, store_model=False)
+        out = stages.align(
+            model.index(start, group), model.index(start, group), [run_seeds[r] for r in group], run_beta[group],
+            base.algorithm, sorted({i for r in group for i in run_cfg[r].iterations}), base.target, base.lr,
+            base.batch_size, base.reward_scale, base.reward_alpha, base.ppo_clip, base.ppo_epochs,
+            base.ppo_minibatches, base.grpo_std_normalize, base.dpo_offline_pairs, base.eval_every, curve,
+            tracker.step("align", len(group)))
+        for j, r in enumerate(group):
+            for it in run_cfg[r].iterations:
+                snaps[r, it] = model.index(out[it], [j])
 
-    # K-A: align p'' against itself as reference; the aligned p'' is the final model.
-    snaps_ka = align("K-A", ref_ka)
-    # A-K: align p' against itself, then distil each snapshot with the KD settings that made p''.
-    snaps_ak = align("A-K", ref_ak)
+    # K-A: the aligned p'' is the final model. A-K: distil each aligned p' with the KD settings that made p''.
     finals = [(u, it) for u, c in enumerate(unit_cfg) for it in c.iterations]
     f_owners = [(unit_cfg[u], unit_seeds[u], it) for u, it in finals]
-    ka_final = model.cat([snaps_ka[f] for f in finals])
-    ak_aligned = model.cat([snaps_ak[f] for f in finals])
+    ka_final = model.first_components(model.cat([snaps[u, it] for u, it in finals]), base.n_final_modes)
+    ak_aligned = model.cat([snaps[U + u, it] for u, it in finals])
     ak_final = _distill(base.final_kd, base, ak_aligned, torch.tensor([unit_cfg[u].kd_beta for u, _ in finals]),
                         [unit_seeds[u] for u, _ in finals], tracker.step("final kd", len(finals)))
     rows("K-A", "final", ka_final, f_owners)

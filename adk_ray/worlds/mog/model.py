@@ -77,6 +77,30 @@ def cat(parts: list[Params]) -> Params:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+def pad_components(params: Params, n_components: int) -> Params:
+    """The same mixture with extra components of weight exactly 0 (logit −inf), up to n_components.
+
+    A K''-component model padded to K' components batches with K'-component ones in one optimiser
+    step: its density, samples and gradients are unchanged (exp(−inf) = 0 in every sum, and a zero
+    gradient leaves Adam's update at 0), so K-A and A-K align in one call.
+    """
+    T, K = params["logits"].shape
+    extra = n_components - K
+    if extra <= 0:
+        return params
+    # The padding copies the last component: where rounding lets inverse-CDF sampling step past the
+    # real weights, it lands on a copy of the component it would have clamped to unpadded.
+    return {"logits": torch.cat([params["logits"], torch.full((T, extra), -torch.inf)], 1),
+            "means": torch.cat([params["means"], params["means"][:, -1:].expand(T, extra, 2)], 1),
+            "log_scales": torch.cat([params["log_scales"], params["log_scales"][:, -1:].expand(T, extra, 2)], 1)}
+
+
+def first_components(params: Params, n_components: int) -> Params:
+    """Drop the padding `pad_components` added."""
+    return {"logits": params["logits"][:, :n_components], "means": params["means"][:, :n_components],
+            "log_scales": params["log_scales"][:, :n_components]}
+
+
 def init_from_samples(points: Tensor, init_scale: float) -> Params:
     """Equal weights, centres at K given points [T, K, 2], isotropic scale `init_scale`.
 
