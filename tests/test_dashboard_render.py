@@ -154,3 +154,27 @@ def test_a_failing_block_becomes_a_notice(synthetic, monkeypatch):
     html = render_html(load_results(synthetic))
     assert "Could not draw the learning curves: ValueError: odd rows" in html
     assert plot_divs(html) == 4  # everything else still there
+
+
+def test_rows_of_other_runs_in_the_folder_are_not_drawn(tmp_path):
+    """A --smoke (or --set) run writes beside the full sweep; sweep.json names the latest run's trials."""
+    import json
+
+    import pandas as pd
+
+    from adk_ray.dashboards.load import load_results
+
+    data = tmp_path / "data"
+    data.mkdir()
+    row = dict(sweep="s", world="mog", algorithm="ppo", pipeline="A-K", stage="final", beta=1.0, iterations=300,
+               seed=0, final_average_reward=1.0, target_precision=0.0, overall_precision=0.0, overall_recall=0.0,
+               status="ok")
+    for tid in ("latest", "older"):
+        pd.DataFrame([{**row, "trial_id": tid}]).to_parquet(data / f"{tid}.parquet")
+    sweep = {"name": "s", "world": "mog", "grid": [{"beta": [1.0]}], "trials": [{"trial_id": "latest", "params": {}}]}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    res = load_results(str(tmp_path))
+    assert res.rows["trial_id"].tolist() == ["latest"]
+    assert any("other runs" in n for n in res.notices)
+    (tmp_path / "sweep.json").write_text(json.dumps({**sweep, "search": {"kind": "optuna"}}))
+    assert sorted(load_results(str(tmp_path)).rows["trial_id"]) == ["latest", "older"]

@@ -46,7 +46,28 @@ def load_results(results_dir: str) -> Results:
     models = _read_parquet_dir(fs, posixpath.join(root, "models"), "models", model_notices)
     if (sweep or {}).get("world") != "llm":
         notices.extend(model_notices)
+    planned = _planned_trial_ids(sweep)
+    if planned is not None and not rows.empty and "trial_id" in rows:
+        # One folder collects every variant run into it (--smoke, --set): draw only the latest run's
+        # trials, as sweep.json lists them, so a smoke run never mixes into the full sweep's boxes.
+        other = ~rows["trial_id"].isin(planned)
+        if other.any():
+            notices.append(f"{rows.loc[other, 'trial_id'].nunique()} trial(s) in this folder belong to other runs "
+                           "of the sweep (e.g. --smoke or --set variants) and are not drawn.")
+            rows = rows[~other].reset_index(drop=True)
+            if not models.empty and "trial_id" in models:
+                models = models[models["trial_id"].isin(planned)].reset_index(drop=True)
     return Results(rows=rows, models=models, sweep=sweep, notices=notices)
+
+
+def _planned_trial_ids(sweep: dict | None) -> set | None:
+    """Trial ids of a grid sweep's latest run, from sweep.json's `trials` list; None when unknown
+    (no sweep.json, a search, whose trials are known only as they finish, or a bare count)."""
+    trials = (sweep or {}).get("trials")
+    if (sweep or {}).get("search") or not isinstance(trials, list):
+        return None
+    ids = {t.get("trial_id") for t in trials if isinstance(t, dict)}
+    return ids or None
 
 
 def _read_parquet_dir(fs, path: str, what: str, notices: list[str]) -> pd.DataFrame:
