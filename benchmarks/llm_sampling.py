@@ -23,15 +23,9 @@ from adk_ray.worlds.llm.models import Vocab, llama_config
 from adk_ray.worlds.llm.presets import ModelSpec, smol
 from adk_ray.worlds.llm.sampling import Decoder, sample_chunks
 
+from rows import print_table, row  # benchmarks/rows.py: the script's folder is on sys.path
+
 VARIANTS = ("hf", "hf-static", "ours", "ours-compile", "ours-e2e")
-ROWS: list[tuple] = []
-
-
-def row(*cells) -> None:
-    ROWS.append(cells)
-    print("ROW | " + " | ".join(map(str, cells)) + " |", flush=True)
-
-
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -142,9 +136,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-    print("\n| run | shape | throughput | warmup | memory |\n|---|---|---|---|---|")
-    for r in ROWS:
-        print("| " + " | ".join(map(str, r)) + " |")
+    print_table("run", "shape", "throughput", "warmup", "memory")
 
 
 if __name__ == "__main__":

@@ -28,16 +28,10 @@ import torch
 from adk_ray.worlds.llm.models import Vocab, build_model, count_params
 from adk_ray.worlds.llm.presets import ModelSpec, TrainSettings, smol
 
+from rows import print_table, row  # benchmarks/rows.py: the script's folder is on sys.path
+
 VARIANTS = ("plain", "plain-compile", "plain-chunked", "ds", "ds-compile", "ds-compile-chunked", "ray")
 PEAK = float(os.environ.get("PEAK_TFLOPS", "989"))
-ROWS: list[tuple] = []
-
-
-def row(*cells) -> None:
-    ROWS.append(cells)
-    print("ROW | " + " | ".join(map(str, cells)) + " |", flush=True)
-
-
 def flops_per_token(spec: ModelSpec, n_params: int, T: int) -> float:
     return 6 * n_params + 12 * spec.num_hidden_layers * spec.hidden_size * T
 
@@ -164,9 +158,7 @@ def main() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-    print("\n| run | shape | throughput | MFU | memory | wall |\n|---|---|---|---|---|---|")
-    for r in ROWS:
-        print("| " + " | ".join(map(str, r)) + " |")
+    print_table("run", "shape", "throughput", "MFU", "memory", "wall")
 
 
 if __name__ == "__main__":
