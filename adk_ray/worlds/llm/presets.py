@@ -181,6 +181,92 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class AlignSettings:
+    """The aligners of appendix C.3–C.4 (SPEC section 4). β (the KL / DPO coefficient) and the number
+    of iterations come from the trial, not the preset."""
+
+    max_new_tokens: int = 128
+    """Response length cap while aligning (the paper: 128 tokens after "The")."""
+    temperature: float = 1.0
+    """τ of the policy's samples while aligning."""
+    ppo_lr: float = 1e-5
+    """PPO learning rate (policy and value head, one AdamW)."""
+    ppo_batch: int = 64
+    """Responses sampled per PPO iteration."""
+    ppo_mini_batch: int = 8
+    """Responses per PPO gradient update (batch / mini_batch updates per epoch)."""
+    ppo_epochs: int = 1
+    """Passes over each batch."""
+    ppo_clip: float = 0.2
+    """Clip range ε of the policy ratio (and of the value update, as TRL's cliprange_value)."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the PPO loss (TRL's default)."""
+    gamma: float = 1.0
+    """Discount of per-token rewards."""
+    lam: float = 0.95
+    """GAE λ."""
+    dpo_lr: float = 5e-6
+    """DPO learning rate (on- and off-policy)."""
+    dpo_responses: int = 128
+    """Responses sampled per on-policy DPO iteration (paired into responses/2 pairs)."""
+    dpo_updates: int = 16
+    """Gradient updates per DPO batch of pairs."""
+    dpo_mini_batch: int = 4
+    """Pairs per micro-batch of a DPO update."""
+    dpo_grad_accum: int = 2
+    """Micro-batches per DPO update (gradient accumulation)."""
+    dpo_offline_pairs: int = 8192
+    """Off-policy DPO: pairs in the static set drawn once from π_ref (each iteration reads the next
+    dpo_responses/2 of them, wrapping around)."""
+    grpo_lr: float = 1e-6
+    """GRPO learning rate."""
+    grpo_batch: int = 64
+    """Responses sampled per GRPO iteration."""
+    grpo_group: int = 8
+    """Responses per group; advantages are rewards minus the group mean (all prompts are "The")."""
+    grpo_mini_batch: int = 8
+    """Responses per GRPO gradient update."""
+    grpo_std_normalize: bool = False
+    """Divide GRPO advantages by the group std (the paper's appendix A.2 uses the mean only)."""
+    checkpoint_every: int = 100
+    """Save a candidate checkpoint for model selection every this many iterations (and at the end)."""
+    selection_window: int = 5
+    """Curve points (iterations) in the moving average the selection rules read."""
+    std_drop_ratio: float = 0.5
+    """PPO selection: the reward std "falls sharply" at the first iteration whose smoothed std is below
+    this fraction of the largest smoothed std seen before it."""
+    num_workers: int = 1
+    """Ray Train workers of an alignment run (each samples its share of the batch)."""
+
+
+@dataclass(frozen=True)
+class PADSettings:
+    """PAD as a KD stage of the LLM world (SPEC section 5): fine-tunes the seqkd student on the teacher's
+    preferences over the student's own samples."""
+
+    n: int = 4
+    """Responses per prompt the student samples (the ranking size)."""
+    temperature: float = 0.8
+    """τ of the student's samples."""
+    beta: float = 10.0
+    """Plackett–Luce inverse temperature β."""
+    alpha: float = 0.8
+    """Weight of the teacher's multiple-choice log-selection probability in its calibrated reward."""
+    groups: int = 1
+    """Preference decomposition: n responses as `groups` groups of n / groups (1 = no decomposition)."""
+    batch: int = 128
+    """Prompts per update (each with n responses)."""
+    lr: float = 1e-6
+    """Learning rate (the paper searches {3e-7 … 1e-5})."""
+    warmup_ratio: float = 0.1
+    """Linear warmup fraction of the updates."""
+    steps: int = 200
+    """Updates of the PAD stage."""
+    max_new_tokens: int = 128
+    """Length cap of the student's responses."""
+
+
+@dataclass(frozen=True)
 class LLMPreset:
     """The whole cast of the LLM world and the settings of every stage."""
 
@@ -200,6 +286,10 @@ class LLMPreset:
     """How every sampling stage samples."""
     train: TrainSettings = field(default_factory=TrainSettings)
     """How every student is trained."""
+    align: AlignSettings = field(default_factory=AlignSettings)
+    """How the aligners (PPO, DPO, GRPO) run."""
+    pad: PADSettings = field(default_factory=PADSettings)
+    """How a PAD KD stage runs."""
     truth_seed: int = 0
     """Init seed of a from-scratch p* (fixed across trial seeds: p* is the world, not part of a trial)."""
     truth_temperature: float = 1.0
@@ -238,6 +328,11 @@ TINY = LLMPreset(
                               threshold_samples=1024),
     # 2 workers × 32 = the global batch of 64 a single process uses; 128 steps.
     train=TrainSettings(lr=1e-2, per_device_batch=32, epochs=2, num_workers=2, checkpoint_every=32, bf16=False),
+    # Students of ~20k parameters trained from scratch move little at the paper's learning rates in the
+    # tens of iterations a CPU run affords; larger rates, the same for both pipelines.
+    align=AlignSettings(max_new_tokens=24, ppo_lr=1e-3, dpo_lr=1e-3, grpo_lr=1e-3, dpo_responses=64,
+                        dpo_offline_pairs=1024, checkpoint_every=5, selection_window=3, num_workers=1),
+    pad=PADSettings(batch=32, lr=1e-3, steps=20, max_new_tokens=24),
 )
 
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

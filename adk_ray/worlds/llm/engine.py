@@ -1,0 +1,106 @@
+"""Optimiser engines for the LLM world's fine-tuning stages (aligners, PAD): a module, its AdamW and
+gradient accumulation behind one small interface, so a stage's loop is the same in one process and in a
+Ray Train worker wrapping DeepSpeed.
+
+    out = engine(*args)      forward through the trained module (DeepSpeed: through its engine)
+    engine.backward(loss)    backward of one micro-batch's loss (scaled by 1/grad_accum)
+    engine.step()            after every micro-batch: the optimiser steps only at an accumulation boundary
+    engine.module            the trained nn.Module (sample and score with it under torch.no_grad)
+
+The student-training engines of `train.py` wrap a causal-LM loss; these wrap any module whose forward
+the stage defines (a policy with a value head, say) and leave the loss to the stage.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def warmup_multiplier(update: int, warmup: int) -> float:
+    """Linear warmup over `warmup` updates, then constant: (update + 1) / warmup, capped at 1."""
+    return 1.0 if warmup <= 0 else min(1.0, (update + 1) / warmup)
+
+
+class TorchEngine:
+    """Single-process AdamW with gradient accumulation, gradient clipping and a linear warmup."""
+
+    def __init__(self, module: nn.Module, lr: float, grad_accum: int = 1, grad_clip: float = 1.0,
+                 warmup: int = 0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.module = module.to(self.device).train()
+        self.grad_accum, self.clip = int(grad_accum), float(grad_clip)
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=lr, betas=betas, eps=eps,
+                                           weight_decay=weight_decay, fused=self.device.type == "cuda")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda u: warmup_multiplier(u, warmup))
+        self.micro = 0
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def step(self) -> None:
+        self.micro += 1
+        if self.micro % self.grad_accum:
+            return
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+class DeepSpeedModuleEngine:
+    """The same interface over `deepspeed.initialize` (ZeRO stage `zero_stage`, bf16 on GPU only).
+
+    DeepSpeed does the accumulation itself (gradient_accumulation_steps; `step` is a no-op between
+    boundaries) and scales the loss by 1/grad_accum in `backward`. torch.distributed must already be
+    initialised (Ray Train does it; a single process can init gloo with world size 1).
+    """
+
+    def __init__(self, module: nn.Module, lr: float, world_size: int, micro_batch: int, grad_accum: int = 1,
+                 grad_clip: float = 1.0, warmup: int = 0, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, zero_stage: int = 2, bf16: bool = True,
+                 device: str | torch.device | None = None):
+        import deepspeed
+        on_gpu = torch.cuda.is_available()
+        if on_gpu and device is not None:
+            torch.cuda.set_device(device)
+        optimizer = torch.optim.AdamW(module.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      fused=on_gpu)
+        config = {
+            "train_micro_batch_size_per_gpu": int(micro_batch),
+            "gradient_accumulation_steps": int(grad_accum),
+            "train_batch_size": int(micro_batch) * int(grad_accum) * int(world_size),
+            "bf16": {"enabled": bool(on_gpu and bf16)},
+            "zero_optimization": {"stage": int(zero_stage), "overlap_comm": bool(on_gpu),
+                                  "contiguous_gradients": True},
+            "gradient_clipping": float(grad_clip),
+            "steps_per_print": 10 ** 9,
+        }
+        self.engine, *_ = deepspeed.initialize(
+            model=module, optimizer=optimizer, config=config, dist_init_required=False,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda u: warmup_multiplier(u, warmup)))
+        self.device = self.engine.device
+        self.grad_accum = int(grad_accum)
+
+    def __call__(self, *args, **kwargs):
+        return self.engine(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    @property
+    def module(self) -> nn.Module:
+        return self.engine.module
