@@ -11,8 +11,9 @@ folding threshold is computed here from p_target's own samples and stored beside
 Every artefact is a directory under `workdir`, named by a hash of exactly what determines it (stage,
 settings, input keys, seed), and reused when it is already complete: a second chain with the same
 seed shares p*, p', p'' and p_target. The heavy work goes through a backend (`LocalBackend` in-process,
-`adk_ray.service.llm_train.RayBackend` on Ray); aligners (A-K / K-A) will be further `Chain` methods
-that take and return model directories the same way.
+`adk_ray.service.llm_train.RayBackend` on Ray). The aligners and PAD are further `Chain` methods
+(`align`, `pad`) that take and return model directories the same way; `adk_ray.pipeline.llm_trial` runs
+both pipelines over them.
 """
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ class Backend(Protocol):
     def score(self, preset: LLMPreset, vocab: Vocab, model_dir: str, data_dir: str) -> np.ndarray: ...
 
     def train(self, preset: LLMPreset, vocab: Vocab, jobs: list[TrainJob]) -> None: ...
+
+    def align(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
+        """Run `adk_ray.worlds.llm.align.AlignJob`s (K-A's and A-K's aligners come in one call)."""
+
+    def pad(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
+        """Run `adk_ray.worlds.llm.pad_kd.PadJob`s (PAD fine-tuning of seqkd students)."""
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -95,9 +102,14 @@ class Chain:
                 {"role": "truth", "preset": self.preset.name, "model_id": f"{self.preset.name}/truth"}))
         return Artefact(key, path)
 
-    def dataset(self, model: Artefact, name: str, n: int, temperature: float) -> Artefact:
-        """n samples of `model` at τ = temperature, seeded by (trial seed, name)."""
-        s = self.preset.sampling
+    def dataset(self, model: Artefact, name: str, n: int, temperature: float,
+                max_new_tokens: int | None = None) -> Artefact:
+        """n samples of `model` at τ = temperature, seeded by (trial seed, name); responses of up to
+        max_new_tokens (default: the sampling stage's)."""
+        preset = self.preset
+        if max_new_tokens is not None and max_new_tokens != preset.sampling.max_new_tokens:
+            preset = preset.replace(sampling=dataclasses.replace(preset.sampling, max_new_tokens=max_new_tokens))
+        s = preset.sampling
         seed = derive_seed(self.seed, name)
         settings = {"n": n, "temperature": temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
                     "chunk_size": s.chunk_size}
@@ -106,7 +118,7 @@ class Chain:
         if not token_data.is_finished(path):
             shutil.rmtree(path, ignore_errors=True)     # parts of an interrupted run may not match this split
             self._timed(f"sample {name} (n={n}, τ={temperature})",
-                        lambda: self.backend.sample(self.preset, self.vocab, model.path, path, n, temperature, seed))
+                        lambda: self.backend.sample(preset, self.vocab, model.path, path, n, temperature, seed))
         return Artefact(key, path)
 
     def students(self, wanted: list[tuple[str, ModelSpec, Artefact]]) -> list[Artefact]:
@@ -126,6 +138,50 @@ class Chain:
             self._timed(f"train {', '.join(j.role for j in jobs)}",
                         lambda: self.backend.train(self.preset, self.vocab, jobs))
         return arts
+
+    def pad(self, role: str, student: Artefact, teacher: Artefact, method: str) -> Artefact:
+        """PAD (`method` pad_vpd / pad_ppd) fine-tuning of the seqkd `student` on `teacher`'s preferences
+        over the student's own samples (SPEC section 5)."""
+        from adk_ray.worlds.llm.pad_kd import PadJob, is_pad_done
+        seed = derive_seed(self.seed, f"{role}/{method}")
+        key = stage_key("pad", {"method": method, "pad": dataclasses.asdict(self.preset.pad)}, seed,
+                        (student.key, teacher.key))
+        path = os.path.join(self.workdir, "models", f"{role}-{method}-{key}")
+        if not is_pad_done(path):
+            job = PadJob(role=role, method=method, student_dir=student.path, teacher_dir=teacher.path, out_dir=path,
+                         seed=seed)
+            self._timed(f"{method} {role}", lambda: self.backend.pad(self.preset, self.vocab, [job]))
+        return Artefact(key, path)
+
+    def align(self, wanted: list[tuple[str, Artefact]], algorithm: str, beta: float, iterations: int,
+              p_target: Artefact, reward: dict) -> list[tuple[Artefact, "object"]]:
+        """Align each (role, policy) with π_ref = that policy, in one backend call. Returns per role the
+        run's Artefact (key, directory of checkpoints, curve.json, align.json) and its AlignJob."""
+        from adk_ray.worlds.llm.align import AlignJob, is_aligned
+        a = self.preset.align
+        out, todo = [], []
+        for role, policy in wanted:
+            seed = derive_seed(self.seed, role)
+            pairs = ""
+            inputs = [policy.key, p_target.key]
+            if algorithm == "dpo_offline":
+                data = self.dataset(policy, f"{role}_pairs", 2 * a.dpo_offline_pairs, a.temperature,
+                                    max_new_tokens=a.max_new_tokens)
+                pairs, inputs = data.path, inputs + [data.key]
+            settings = {"algorithm": algorithm, "beta": beta, "iterations": iterations, "reward": reward,
+                        "align": dataclasses.asdict(a)}
+            key = stage_key("align", settings, seed, tuple(inputs))
+            path = os.path.join(self.workdir, "aligned", f"{role}-{algorithm}-{key}")
+            job = AlignJob(role=role, algorithm=algorithm, beta=beta, iterations=iterations, policy_dir=policy.path,
+                           target_dir=p_target.path, reward={k: reward[k] for k in ("threshold", "scale", "c")},
+                           out_dir=path, seed=seed, pairs_dir=pairs)
+            out.append((Artefact(key, path), job))
+            if not is_aligned(path):
+                todo.append(job)
+        if todo:
+            self._timed(f"{algorithm} {', '.join(j.role for j in todo)} ({iterations} iterations)",
+                        lambda: self.backend.align(self.preset, self.vocab, todo))
+        return out
 
     def scores(self, model: Artefact, data: Artefact) -> np.ndarray:
         """Per-sequence mean log-likelihoods of `data` under `model`, cached as .npy."""
@@ -161,8 +217,9 @@ class Chain:
                                          target_ll=self.scores(p_target, own), reward=reward)
 
     # -- the chain -------------------------------------------------------------------------------
-    def run(self) -> dict:
-        """p* → p' → (p'', p_target) → reward → metrics of p' and p''. Returns a manifest (paths, metrics)."""
+    def cast(self) -> dict:
+        """p* → p' (SFT) → p'' (seqkd at τ=kd_temperature) and p_target (seqkd at τ=target_temperature),
+        the reward spec, and the data sets they came from: a dict of Artefacts plus 'reward'."""
         p, s = self.preset, self.preset.sampling
         truth = self.truth()
         sft_data = self.dataset(truth, "truth_train", s.train_samples, p.truth_temperature)
@@ -172,7 +229,16 @@ class Chain:
         target_data = self.dataset(p_prime, "p_prime_target", s.train_samples, p.target_temperature)
         p_dprime, p_target = self.students([("p_dprime", p.p_dprime, kd_data),
                                             ("p_target", p.p_target, target_data)])
-        reward = self.reward(p_target)
+        return {"truth": truth, "truth_train": sft_data, "truth_heldout": held_out, "p_prime": p_prime,
+                "p_prime_kd": kd_data, "p_prime_target": target_data, "p_dprime": p_dprime, "p_target": p_target,
+                "reward": self.reward(p_target)}
+
+    def run(self) -> dict:
+        """p* → p' → (p'', p_target) → reward → metrics of p' and p''. Returns a manifest (paths, metrics)."""
+        c = self.cast()
+        truth, sft_data, held_out, p_prime = c["truth"], c["truth_train"], c["truth_heldout"], c["p_prime"]
+        kd_data, target_data, p_dprime, p_target = c["p_prime_kd"], c["p_prime_target"], c["p_dprime"], c["p_target"]
+        reward = c["reward"]
         metrics = {name: self.evaluate(name, art, truth, p_target, held_out, reward)
                    for name, art in (("p_prime", p_prime), ("p_dprime", p_dprime))}
         return {"preset": p.name, "seed": self.seed, "reward": reward, "metrics": metrics,

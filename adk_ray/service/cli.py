@@ -21,9 +21,10 @@ examples:
   python -m adk_ray.sweep mog_ppo --smoke --storage /tmp/results    # seconds, for a try-out
   python -m adk_ray.sweep mog_ppo --set beta=1.0,2.0 --set seeds=8
   python -m adk_ray.sweep mog_ppo --storage s3://bucket/results
+  python -m adk_ray.sweep llm_ppo --smoke                           # the LLM world on the tiny preset
   ray job submit -- python -m adk_ray.sweep mog_ppo                 # on a Ray cluster
 
---set KEY=VALUE: KEY is a field of MoGTrialConfig or `seeds`. seeds=N means seeds 0..N-1, a list
+--set KEY=VALUE: KEY is a field of the world's trial config (MoGTrialConfig, LLMTrialConfig) or `seeds`. seeds=N means seeds 0..N-1, a list
 (seeds=3,5) names them. A KEY that is a grid axis gets its values replaced in every sub-grid; any
 other KEY with one value is a fixed setting; with several comma-separated values it becomes an axis.
 --set applies after --smoke, so it wins.
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS as `ray job submit` "
                      "sets it, else a cluster `ray start` left on this machine, else an embedded one)")
     ray.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
-    ray.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, metavar="N",
-                     help="CPUs reserved per trial (default 1)")
+    ray.add_argument("--cpus-per-trial", type=_positive_float, default=None, metavar="N",
+                     help="CPUs reserved per trial (default 1 in the MoG world; 0.1 in the LLM world, whose "
+                     "trials only drive Ray Train runs and Ray tasks that reserve their own)")
     ray.add_argument("--num-cpus", type=_positive_int, metavar="N",
                      help="start a fresh embedded cluster with N CPUs")
     ray.add_argument("--no-dashboard", action="store_true",

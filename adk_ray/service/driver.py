@@ -20,7 +20,7 @@ from adk_ray.service.spec import SweepSpec, check_base, load_spec
 from adk_ray.service.store import ResultStore
 from adk_ray.service.values import SpecError
 from adk_ray.service.version import code_version
-from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.service.worlds import config_class
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ def describe(spec: SweepSpec, trial_ids: list[str], params: dict[str, dict]) -> 
 def execute(prep: Prepared, ray_opts, req: Request) -> int:
     """Run the unfinished trials; 0 if every trial is ok, 1 if any failed."""
     spec, store = prep.spec, prep.store
+    ray_opts = ray_opts.for_world(spec.world)
     meta = TrialMeta(sweep=spec.name, code_version=code_version(), world=spec.world)
     ctx = TrialContext(storage=store.storage, meta=meta)
     finished = store.finished_ids()
@@ -150,7 +151,7 @@ def _progress(spec, store, meta, total, done, failed, dashboard, trials):
     def on_crash(trial_config: dict, message: str) -> None:
         """A trial whose process died never wrote its rows: write its error rows here."""
         if spec.search:
-            cfg = MoGTrialConfig.from_dict({**dataclasses.asdict(check_base(spec)), **trial_config})
+            cfg = config_class(spec.world).from_dict({**dataclasses.asdict(check_base(spec)), **trial_config})
         else:
             cfg = configs[trial_config["trial"]["trial_id"]]
         if trial_id_of(cfg) not in store.finished_ids():

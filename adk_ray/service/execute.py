@@ -14,7 +14,7 @@ import pyarrow as pa
 from adk_ray.service.plan import trial_id_of
 from adk_ray.service.rows import TrialMeta, error_table, models_table, ok_table
 from adk_ray.service.store import ResultStore
-from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.service.worlds import TrialConfig, run_world_trial
 
 MAX_ERROR_CHARS = 2000
 
@@ -29,23 +29,29 @@ class TrialContext:
     """Sweep name, code version and world stamped on the rows."""
 
 
-def cache_dir_for(store: ResultStore) -> str:
-    """The world's shared-stage cache: next to the results when local, else a node-local temp dir."""
+def cache_dir_for(store: ResultStore, world: str = "mog") -> str:
+    """The world's shared-stage cache: next to the results when local, else a node-local temp dir.
+    The LLM world's models and token sets are shared by every sweep of one storage (llm_ppo, llm_dpo,
+    llm_tau and llm_pad start from the same p', p'' and p_target of a seed), so they live beside the
+    sweeps, in <storage>/llm_cache."""
+    if world == "llm":
+        root = os.path.dirname(store.path("cache")) if store.is_local else os.path.join(
+            tempfile.gettempdir(), "adk_ray_cache", "_")
+        return os.path.join(os.path.dirname(root), "llm_cache")
     if store.is_local:
         return store.path("cache")
     return os.path.join(tempfile.gettempdir(), "adk_ray_cache", store.sweep)
 
 
-def run_and_store(cfg: MoGTrialConfig, ctx: TrialContext) -> pa.Table:
+def run_and_store(cfg: TrialConfig, ctx: TrialContext) -> pa.Table:
     """Run one trial and write its files; never raises for a failure of the world (it becomes error rows)."""
-    from adk_ray.pipeline.mog import run_trial  # the world: imported where it runs
-
     store = ResultStore(ctx.storage, ctx.meta.sweep)
     start = time.monotonic()
     try:
-        result = run_trial(cfg, cache_dir=cache_dir_for(store))
+        result = run_world_trial(cfg, cache_dir_for(store, ctx.meta.world))
         wall = time.monotonic() - start
-        data, models = ok_table(result.rows, cfg, ctx.meta, wall), models_table(result.models, cfg, ctx.meta)
+        data = ok_table(result.rows, cfg, ctx.meta, wall)
+        models = models_table(result.models, cfg, ctx.meta) if result.models else None
     except Exception as e:  # noqa: BLE001 - any failure of the world is the trial's result
         traceback.print_exc()
         message = f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]

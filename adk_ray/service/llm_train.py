@@ -7,6 +7,8 @@ The only module of the LLM world that imports Ray. `RayBackend` implements the b
     sample  chunks of the set split over `sample_workers` tasks (one GPU each, or one CPU each); every task
             runs `worlds.llm.sampling.sample_shard` and writes one Parquet part.
     score   rows split over tasks running `worlds.llm.metrics.score_dataset`.
+    align   `TorchTrainer(align.num_workers)`: each worker wraps the policy (PPO: and its value head) with
+            DeepSpeed and runs `worlds.llm.align.run_align` (PAD: `worlds.llm.pad_kd.run_pad`) on its share.
     train   `TorchTrainer(num_workers)`: each worker builds the student, wraps it with DeepSpeed (ZeRO-2,
             bf16 on GPU; gloo and fp32 on CPU) and runs `worlds.llm.train.train_loop`. Every
             `checkpoint_every` steps all ranks save a DeepSpeed checkpoint (model, their optimizer partition,
@@ -106,18 +108,7 @@ class RayBackend:
         if not jobs:
             return
         t0 = time.perf_counter()
-        workers = preset.train.num_workers
-        first = os.path.abspath(jobs[0].out_dir)
-        storage = self.storage_path or os.path.join(os.path.dirname(os.path.dirname(first)), "ray_train")
-        name = "train-" + stage_key("ray_train", {"out": [os.path.abspath(j.out_dir) for j in jobs]})[:16]
-        config = {"preset": preset, "vocab": vocab, "jobs": jobs, "fail_at": self.fail_at}
-        trainer = TorchTrainer(
-            train_students_worker, train_loop_config=config,
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
-            run_config=RunConfig(name=name, storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=self.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
-        trainer.fit()
+        storage, name = self._fit("train", train_students_worker, preset, vocab, jobs, preset.train.num_workers)
         missing = [j.role for j in jobs if not is_trained(j.out_dir)]
         if missing:
             raise RuntimeError(f"Ray Train run {name} finished without students {', '.join(missing)}")
@@ -125,6 +116,100 @@ class RayBackend:
             info = read_train_info(j.out_dir)
             write_train_info(j.out_dir, {**info, "ray_train_run": os.path.join(storage, name),
                                          "driver_wall_seconds": time.perf_counter() - t0})
+
+    def align(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
+        """One TorchTrainer run of preset.align.num_workers DeepSpeed workers runs the aligners one after
+        the other; each worker samples its share of every batch."""
+        from adk_ray.worlds.llm.align import is_aligned
+        jobs = [j for j in jobs if not is_aligned(j.out_dir)]
+        if jobs:
+            _, name = self._fit("align", align_worker, preset, vocab, jobs, preset.align.num_workers)
+            missing = [j.role for j in jobs if not is_aligned(j.out_dir)]
+            if missing:
+                raise RuntimeError(f"Ray Train run {name} finished without aligning {', '.join(missing)}")
+
+    def pad(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
+        """PAD fine-tuning as a TorchTrainer run of preset.align.num_workers DeepSpeed workers."""
+        from adk_ray.worlds.llm.pad_kd import is_pad_done
+        jobs = [j for j in jobs if not is_pad_done(j.out_dir)]
+        if jobs:
+            _, name = self._fit("pad", pad_worker, preset, vocab, jobs, preset.align.num_workers)
+            missing = [j.role for j in jobs if not is_pad_done(j.out_dir)]
+            if missing:
+                raise RuntimeError(f"Ray Train run {name} finished without PAD students {', '.join(missing)}")
+
+    def _fit(self, kind: str, worker, preset: LLMPreset, vocab: Vocab, jobs: list, workers: int) -> tuple[str, str]:
+        """A TorchTrainer of `workers` workers running `worker` over `jobs`; returns (storage, run name)."""
+        first = os.path.abspath(jobs[0].out_dir)
+        storage = self.storage_path or os.path.join(os.path.dirname(os.path.dirname(first)), "ray_train")
+        name = f"{kind}-" + stage_key("ray_train", {"out": [os.path.abspath(j.out_dir) for j in jobs]})[:16]
+        config = {"preset": preset, "vocab": vocab, "jobs": jobs, "fail_at": self.fail_at}
+        trainer = TorchTrainer(
+            worker, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
+            run_config=RunConfig(name=name, storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=self.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        trainer.fit()
+        return storage, name
+
+
+def _worker_setup() -> tuple[int, int, object]:
+    """(rank, world size, device or None on CPU) of a Ray Train worker, with the env DeepSpeed reads."""
+    import torch
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(world))
+    if torch.cuda.is_available():
+        return rank, world, ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    return rank, world, None
+
+
+def align_worker(config: dict) -> None:
+    """One Ray Train worker of an alignment run: per unfinished AlignJob, a DeepSpeed engine over the
+    policy (and value head) and the world's `run_align`. Rank 0 writes checkpoints and the record; a
+    restarted group re-runs an unfinished job from its start (runs are deterministic given the seed)."""
+    from adk_ray.worlds.llm.align import build_align_module, engine_kwargs, finish_align, is_aligned, run_align
+    from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine
+
+    rank, world, device = _worker_setup()
+    preset, vocab = config["preset"], config["vocab"]
+    for k, job in enumerate(config["jobs"]):
+        if is_aligned(job.out_dir):
+            continue
+        t0 = time.perf_counter()
+        engine = DeepSpeedModuleEngine(build_align_module(job, preset, vocab), world_size=world,
+                                       zero_stage=preset.train.zero_stage, bf16=preset.train.bf16, device=device,
+                                       **engine_kwargs(job, preset))
+        curve = run_align(job, preset, vocab, engine, rank, world)
+        if rank == 0:
+            finish_align(job, preset, curve)
+        ray.train.report({"job": k, "role": job.role, "iterations": len(curve),
+                          "wall_seconds": time.perf_counter() - t0})      # a barrier: the record is on disk
+        del engine
+
+
+def pad_worker(config: dict) -> None:
+    """One Ray Train worker of a PAD run: per unfinished PadJob, a DeepSpeed engine over the student and
+    the world's `run_pad` (rank 0 saves the student)."""
+    from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine
+    from adk_ray.worlds.llm.pad_kd import build_pad_module, is_pad_done, pad_engine_kwargs, run_pad
+
+    rank, world, device = _worker_setup()
+    preset, vocab = config["preset"], config["vocab"]
+    for k, job in enumerate(config["jobs"]):
+        if is_pad_done(job.out_dir):
+            continue
+        t0 = time.perf_counter()
+        engine = DeepSpeedModuleEngine(build_pad_module(job, preset, vocab), world_size=world,
+                                       zero_stage=preset.train.zero_stage, bf16=preset.train.bf16, device=device,
+                                       **pad_engine_kwargs(job, preset))
+        curve = run_pad(job, preset, vocab, engine, rank, world)
+        ray.train.report({"job": k, "role": job.role, "steps": len(curve), "wall_seconds": time.perf_counter() - t0})
+        del engine
 
 
 def train_students_worker(config: dict) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from adk_ray.service.spec import SweepSpec
 from adk_ray.service.values import SpecError
-from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.service.worlds import TrialConfig, config_class
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,17 @@ class PlannedTrial:
 
     trial_id: str
     """Short stable hash of the config JSON: the resume key and the data file's name."""
-    config: MoGTrialConfig
+    config: TrialConfig
     """The full config, with every seed and iteration count the trial batches."""
     params: dict
     """The grid axes' values at this point (plus iterations), for display."""
 
 
-def config_json(cfg: MoGTrialConfig) -> str:
+def config_json(cfg: TrialConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
 
 
-def trial_id_of(cfg: MoGTrialConfig) -> str:
+def trial_id_of(cfg: TrialConfig) -> str:
     return hashlib.sha1(config_json(cfg).encode()).hexdigest()[:12]
 
 
@@ -44,16 +44,17 @@ def plan_trials(spec: SweepSpec) -> list[PlannedTrial]:
     Points merge when their *full* configs (defaults included) agree apart from `iterations`, so a
     sub-grid that spells out a default value still lands on the same trial as one that omits it.
     """
-    base_iterations = spec.fixed.get("iterations", MoGTrialConfig.iterations)
+    cls = config_class(spec.world)
+    base_iterations = spec.fixed.get("iterations", cls.iterations)
     fixed = {k: v for k, v in spec.fixed.items() if k != "iterations"}
-    points: dict[str, tuple[MoGTrialConfig, dict, set]] = {}
+    points: dict[str, tuple[TrialConfig, dict, set]] = {}
     for sub in spec.grid or ({},):
         axes = {k: v for k, v in sub.items() if k != "iterations"}
         iterations = sub.get("iterations", base_iterations)
         for combo in itertools.product(*axes.values()):
             params = dict(zip(axes, combo))
             try:
-                cfg = MoGTrialConfig.from_dict({**fixed, **params, "iterations": iterations, "seeds": spec.seeds})
+                cfg = cls.from_dict({**fixed, **params, "iterations": iterations, "seeds": spec.seeds})
             except (ValueError, TypeError) as e:
                 at = ", ".join(f"{k}={v}" for k, v in params.items()) or "fixed settings"
                 raise SpecError(f"{spec.path}: grid point {at}: {e}") from None
@@ -73,6 +74,6 @@ def check_search(spec: SweepSpec) -> None:
     for key, r in spec.search.space.items():
         for v in r.choices or (r.low, r.high):
             try:
-                MoGTrialConfig.from_dict({**spec.fixed, key: v, "seeds": spec.seeds})
+                config_class(spec.world).from_dict({**spec.fixed, key: v, "seeds": spec.seeds})
             except (ValueError, TypeError) as e:
                 raise SpecError(f"{spec.path}: search.space.{key} = {v}: {e}") from None

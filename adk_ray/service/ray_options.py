@@ -1,6 +1,7 @@
 """How the sweep reaches Ray and places trials on it (kept free of Ray imports for the CLI)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from dataclasses import dataclass
@@ -18,10 +19,19 @@ class RayOptions:
     """CPUs of an embedded cluster (setting it always starts a fresh embedded one)."""
     dashboard: bool = True
     """Start the Ray dashboard with an embedded cluster."""
-    cpus_per_trial: float = 1.0
-    """CPUs Tune reserves per trial (the MoG world is single-threaded)."""
+    cpus_per_trial: float | None = None
+    """CPUs Tune reserves per trial; None: the world's default (`for_world`)."""
     max_concurrent: int | None = None
-    """Trials running at once; None lets the CPUs decide."""
+    """Trials running at once; None: the world's default (`for_world`)."""
+
+    def for_world(self, world: str) -> "RayOptions":
+        """Defaults per world. MoG: 1 CPU per trial (single-threaded), as many trials as CPUs. LLM: a trial
+        is only a driver (its Ray Train workers and Ray tasks reserve their own CPUs/GPUs), so 0.1 CPU,
+        and one trial at a time, since trials of a sweep share each seed's chain of models."""
+        if world == "llm":
+            return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 0.1,
+                                       max_concurrent=self.max_concurrent or 1)
+        return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 1.0)
 
 
 def check_reachable(address: str | None) -> None:

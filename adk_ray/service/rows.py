@@ -9,7 +9,7 @@ import pyarrow as pa
 from adk_ray.service.plan import config_json, trial_id_of
 from adk_ray.service.schema import results_schema
 from adk_ray.service.values import TUPLE_FIELDS
-from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.service.worlds import TrialConfig, world_of
 
 log = logging.getLogger(__name__)
 PIPELINES = ("K-A", "A-K")
@@ -27,15 +27,15 @@ class TrialMeta:
     """World that ran it."""
 
 
-def _config_row(cfg: MoGTrialConfig, meta: TrialMeta, wall_seconds: float | None) -> dict:
+def _config_row(cfg: TrialConfig, meta: TrialMeta, wall_seconds: float | None) -> dict:
     """Columns every row of the trial shares: its scalar config fields and the service columns."""
     scalars = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in TUPLE_FIELDS}
     return {"sweep": meta.sweep, "trial_id": trial_id_of(cfg), "world": meta.world, **scalars,
             "wall_seconds": wall_seconds, "config_json": config_json(cfg), "code_version": meta.code_version}
 
 
-def ok_table(rows: list[dict], cfg: MoGTrialConfig, meta: TrialMeta, wall_seconds: float) -> pa.Table:
-    schema = results_schema()
+def ok_table(rows: list[dict], cfg: TrialConfig, meta: TrialMeta, wall_seconds: float) -> pa.Table:
+    schema = results_schema(world_of(cfg))
     extra = sorted({k for r in rows for k in r} - set(schema.names))
     if extra:  # the schema is fixed so every file of a sweep reads as one table; say what is dropped
         log.warning("dropping columns the results schema does not have: %s", ", ".join(extra))
@@ -47,7 +47,7 @@ def ok_table(rows: list[dict], cfg: MoGTrialConfig, meta: TrialMeta, wall_second
     return pa.Table.from_pylist(full, schema=schema)
 
 
-def error_table(cfg: MoGTrialConfig, meta: TrialMeta, message: str, wall_seconds: float | None) -> pa.Table:
+def error_table(cfg: TrialConfig, meta: TrialMeta, message: str, wall_seconds: float | None) -> pa.Table:
     """One 'final' row per (pipeline, seed, iteration count) with null metrics and the error text.
 
     One per iteration count, not just per seed, so every box of an iteration axis shows the failure.
@@ -56,10 +56,10 @@ def error_table(cfg: MoGTrialConfig, meta: TrialMeta, message: str, wall_seconds
     rows = [{**shared, "pipeline": p, "stage": "final", "seed": s, "iterations": it,
              "status": "error", "error": message}
             for p in PIPELINES for s in cfg.seeds for it in cfg.iterations]
-    return pa.Table.from_pylist(rows, schema=results_schema())
+    return pa.Table.from_pylist(rows, schema=results_schema(world_of(cfg)))
 
 
-def models_table(models: list[dict], cfg: MoGTrialConfig, meta: TrialMeta) -> pa.Table:
+def models_table(models: list[dict], cfg: TrialConfig, meta: TrialMeta) -> pa.Table:
     """The world's stored model parameters, tagged with the sweep and trial (schema inferred)."""
     tid = trial_id_of(cfg)
     return pa.Table.from_pylist([{"sweep": meta.sweep, "trial_id": tid, **m} for m in models])

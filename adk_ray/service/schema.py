@@ -2,8 +2,9 @@
 
 Fixed, not inferred: every trial's file has the same columns and types whatever it swept or whether
 it failed, so pyarrow.dataset, duckdb and polars read the directory as one table. Every field of
-MoGTrialConfig is a typed column; the two tuple fields become the per-row scalars `seed` and
-`iterations` that the world fills in.
+the world's trial config is a typed column; the two tuple fields become the per-row scalars `seed` and
+`iterations` that the world fills in. The LLM world adds the columns its selection curves and
+selected models carry (WORLD_EXTRA).
 """
 from __future__ import annotations
 
@@ -17,15 +18,22 @@ _ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_
 LEAD = [("sweep", pa.string()), ("trial_id", pa.string()), ("world", pa.string()), ("algorithm", pa.string()),
         ("pipeline", pa.string()), ("stage", pa.string())]
 ROW = [("iterations", pa.int64()), ("seed", pa.int64()), ("step", pa.int64())]
+WORLD_EXTRA = {
+    "mog": [],
+    # selection_curve rows: what the model-selection rules read (appendix C.4); aligned/final rows: the
+    # checkpoint the rule picked.
+    "llm": [("reward_std", pa.float64()), ("margin", pa.float64()), ("accuracy", pa.float64()),
+            ("kl", pa.float64()), ("loss", pa.float64()), ("selected_step", pa.int64())],
+}
 SERVICE = [("status", pa.string()), ("error", pa.string()), ("wall_seconds", pa.float64()),
            ("config_json", pa.string()), ("code_version", pa.string())]
 
 
-def config_columns() -> list[tuple[str, pa.DataType]]:
-    """Scalar config fields as columns, in MoGTrialConfig's order (algorithm is among the lead columns)."""
-    return [(k, _ARROW[t]) for k, t in field_types().items() if k not in TUPLE_FIELDS and k != "algorithm"]
+def config_columns(world: str = "mog") -> list[tuple[str, pa.DataType]]:
+    """Scalar config fields as columns, in the config's order (algorithm is among the lead columns)."""
+    return [(k, _ARROW[t]) for k, t in field_types(world).items() if k not in TUPLE_FIELDS and k != "algorithm"]
 
 
-def results_schema() -> pa.Schema:
-    cols = LEAD + config_columns() + ROW + [(m, pa.float64()) for m in METRICS] + SERVICE
+def results_schema(world: str = "mog") -> pa.Schema:
+    cols = LEAD + config_columns(world) + ROW + [(m, pa.float64()) for m in METRICS] + WORLD_EXTRA[world] + SERVICE
     return pa.schema([pa.field(name, kind) for name, kind in cols])

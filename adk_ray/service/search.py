@@ -19,7 +19,7 @@ from adk_ray.service.objective import objective
 from adk_ray.service.plan import config_json
 from adk_ray.service.spec import SearchSpec
 from adk_ray.service.store import ResultStore
-from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.service.worlds import TrialConfig
 
 CONSTRAINT_KEY = "constraint_violation"
 """Result key the trial reports the constraint under (<= 0: feasible)."""
@@ -48,7 +48,7 @@ def distributions(search: SearchSpec) -> dict[str, optuna.distributions.BaseDist
     return out
 
 
-def past_trials(store: ResultStore, base: MoGTrialConfig, search: SearchSpec) -> list[tuple[str, dict, dict]]:
+def past_trials(store: ResultStore, base: TrialConfig, search: SearchSpec) -> list[tuple[str, dict, dict]]:
     """(trial_id, searched params, objective dict) of finished trials of this search."""
     reference = {k: v for k, v in json.loads(config_json(base)).items() if k not in search.space}
     dists = distributions(search)

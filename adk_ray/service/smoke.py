@@ -23,7 +23,17 @@ NUM_SAMPLES = 2
 """Configs an Optuna search evaluates."""
 
 
+LLM_ITERATIONS = 8
+"""Cap on LLM alignment iterations (the tiny preset's models move within a few)."""
+LLM_SEEDS = 1
+LLM_TRAIN_SAMPLES = 1024
+LLM_EVAL_SAMPLES = 256
+LLM_CHECKPOINT_EVERY = 2
+
+
 def shrink(spec: SweepSpec) -> SweepSpec:
+    if spec.world == "llm":
+        return _shrink_llm(spec)
     base = check_base(spec)
     fixed = dict(spec.fixed)
     fixed["sft_iterations"] = min(base.sft_iterations, STAGE_ITERATIONS)
@@ -44,3 +54,19 @@ def _iterations(values: tuple[int, ...]) -> tuple[int, ...]:
     if len(values) >= AXIS_VALUES and len(capped) < AXIS_VALUES:  # keep an iteration axis an axis
         return (MAX_ITERATIONS // 2, MAX_ITERATIONS)
     return capped
+
+
+def _shrink_llm(spec: SweepSpec) -> SweepSpec:
+    """The LLM world on the tiny preset (synthetic language, CPU) with small data sets, one seed and a
+    few alignment iterations; every stage of both pipelines still runs, on Ray Train + DeepSpeed."""
+    base = check_base(spec)
+    fixed = {**spec.fixed, "preset": "tiny", "train_samples": LLM_TRAIN_SAMPLES, "eval_samples": LLM_EVAL_SAMPLES,
+             "checkpoint_every": LLM_CHECKPOINT_EVERY,
+             "iterations": tuple(sorted({min(v, LLM_ITERATIONS) for v in base.iterations[:AXIS_VALUES]}))}
+
+    def axis(key, values):
+        if key == "iterations":
+            return tuple(sorted({min(v, LLM_ITERATIONS) for v in values[:AXIS_VALUES]}))
+        return values[:AXIS_VALUES]
+    grid = tuple({k: axis(k, v) for k, v in sub.items()} for sub in spec.grid)
+    return dataclasses.replace(spec, fixed=fixed, grid=grid, seeds=spec.seeds[:LLM_SEEDS], smoke=True)

@@ -13,10 +13,7 @@ from pathlib import Path
 import yaml
 
 from adk_ray.service.values import SpecError, check_key, coerce
-from adk_ray.worlds.mog.config import MoGTrialConfig
-
-WORLDS = ("mog",)
-"""Worlds the service can run (the LLM world is not wired in yet)."""
+from adk_ray.service.worlds import WORLDS, TrialConfig, config_class
 METRICS = ("final_average_reward", "target_precision", "overall_precision", "overall_recall")
 """Metric columns a search may optimise or constrain (docs/results.md)."""
 TOP_KEYS = ("world", "fixed", "grid", "seeds", "group_by", "search")
@@ -81,7 +78,7 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """One sweep: a hypothesis, fixed settings and a grid (or a search) over MoGTrialConfig fields."""
+    """One sweep: a hypothesis, fixed settings and a grid (or a search) over the world's trial-config fields."""
 
     name: str
     """Sweep name; results go to <storage>/<name>/."""
@@ -92,7 +89,7 @@ class SweepSpec:
     world: str = "mog"
     """Which world runs the trials (WORLDS)."""
     fixed: dict = field(default_factory=dict)
-    """Field -> value held by every trial (on top of MoGTrialConfig's defaults)."""
+    """Field -> value held by every trial (on top of the trial config's defaults)."""
     grid: tuple[dict, ...] = ()
     """Sub-grids, each field -> tuple of values; a sub-grid is a cartesian product, the sweep their union."""
     seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
@@ -178,10 +175,10 @@ def parse_spec(text: str, name: str, path: str) -> SweepSpec:
     world = data.get("world", "mog")
     if world not in WORLDS:
         raise SpecError(f"{path}: world {world!r} is not supported; valid worlds: {', '.join(WORLDS)}")
-    fixed = _parse_fixed(data.get("fixed") or {}, path)
-    grid = _parse_grid(data.get("grid"), path)
+    fixed = _parse_fixed(data.get("fixed") or {}, path, world)
+    grid = _parse_grid(data.get("grid"), path, world)
     seeds = parse_seeds(data.get("seeds", DEFAULT_SEEDS), path)
-    search = _parse_search(data["search"], path) if data.get("search") is not None else None
+    search = _parse_search(data["search"], path, world) if data.get("search") is not None else None
     if search and grid:
         raise SpecError(f"{path}: a sweep has either a grid or a search, not both")
     if search:
@@ -195,17 +192,17 @@ def parse_spec(text: str, name: str, path: str) -> SweepSpec:
     if not isinstance(group_by, list):
         raise SpecError(f"{path}: group_by must be a list of config fields")
     for g in group_by:
-        check_key(str(g), f"{path}: group_by")
+        check_key(str(g), f"{path}: group_by", world)
     spec = SweepSpec(name=name, path=path, hypothesis=hypothesis, world=world, fixed=fixed, grid=grid,
                      seeds=seeds, group_by=tuple(group_by), search=search)
     check_base(spec)
     return spec
 
 
-def check_base(spec: SweepSpec) -> MoGTrialConfig:
+def check_base(spec: SweepSpec) -> TrialConfig:
     """The fixed settings alone must make a valid config (grid points are checked by the planner)."""
     try:
-        return MoGTrialConfig.from_dict({**spec.fixed, "seeds": spec.seeds})
+        return config_class(spec.world).from_dict({**spec.fixed, "seeds": spec.seeds})
     except (ValueError, TypeError) as e:
         raise SpecError(f"{spec.path}: fixed: {e}") from None
 
@@ -225,15 +222,15 @@ def parse_seeds(value, where: str) -> tuple[int, ...]:
     return tuple(range(n))
 
 
-def _parse_fixed(fixed, path: str) -> dict:
+def _parse_fixed(fixed, path: str, world: str) -> dict:
     if not isinstance(fixed, dict):
         raise SpecError(f"{path}: fixed must be a mapping of config fields to values")
     if "seeds" in fixed:
         raise SpecError(f"{path}: fixed: seeds is a top-level key (seeds: N or seeds: [list])")
-    return {k: coerce(k, v, f"{path}: fixed") for k, v in fixed.items()}
+    return {k: coerce(k, v, f"{path}: fixed", world) for k, v in fixed.items()}
 
 
-def _parse_grid(grid, path: str) -> tuple[dict, ...]:
+def _parse_grid(grid, path: str, world: str) -> tuple[dict, ...]:
     if grid is None:
         return ()
     subs = [grid] if isinstance(grid, dict) else grid
@@ -251,7 +248,7 @@ def _parse_grid(grid, path: str) -> tuple[dict, ...]:
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise SpecError(f"{where}: axis {key} has no values")
-            typed = [coerce(key, v, where) for v in values]
+            typed = [coerce(key, v, where, world) for v in values]
             if key == "iterations":  # each value is itself an int here; the trial holds the tuple
                 typed = [v for t in typed for v in t]
             axes[key] = tuple(dict.fromkeys(typed))
@@ -259,7 +256,7 @@ def _parse_grid(grid, path: str) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _parse_search(s, path: str) -> SearchSpec:
+def _parse_search(s, path: str, world: str) -> SearchSpec:
     where = f"{path}: search"
     if not isinstance(s, dict):
         raise SpecError(f"{where}: must be a mapping with keys {', '.join(SEARCH_KEYS)}")
@@ -283,7 +280,7 @@ def _parse_search(s, path: str) -> SearchSpec:
     space_in = s.get("space")
     if not isinstance(space_in, dict) or not space_in:
         raise SpecError(f"{where}: space must map config fields to {{low, high[, log]}} or {{choices: [...]}}")
-    space = {key: _parse_range(key, r, f"{where}.space") for key, r in space_in.items()}
+    space = {key: _parse_range(key, r, f"{where}.space", world) for key, r in space_in.items()}
     constraint = parse_constraint(s["constraint"], where) if s.get("constraint") else None
     seed = s.get("seed", 0)
     if not isinstance(seed, int):
@@ -292,8 +289,8 @@ def _parse_search(s, path: str) -> SearchSpec:
                       seed=seed, pipeline=pipeline)
 
 
-def _parse_range(key: str, r, where: str) -> ParamRange:
-    check_key(key, where)
+def _parse_range(key: str, r, where: str, world: str) -> ParamRange:
+    check_key(key, where, world)
     if key in ("seeds", "iterations"):
         raise SpecError(f"{where}: {key} cannot be searched (it is batched inside each trial)")
     if not isinstance(r, dict):
@@ -301,11 +298,11 @@ def _parse_range(key: str, r, where: str) -> ParamRange:
     if "choices" in r:
         if set(r) != {"choices"} or not isinstance(r["choices"], list) or not r["choices"]:
             raise SpecError(f"{where}.{key}: choices must be a non-empty list (and alone)")
-        return ParamRange(choices=tuple(coerce(key, c, where) for c in r["choices"]))
+        return ParamRange(choices=tuple(coerce(key, c, where, world) for c in r["choices"]))
     extra = sorted(set(r) - {"low", "high", "log"})
     if extra or "low" not in r or "high" not in r:
         raise SpecError(f"{where}.{key}: give low and high (and optionally log: true)")
-    low, high = coerce(key, r["low"], where), coerce(key, r["high"], where)
+    low, high = coerce(key, r["low"], where, world), coerce(key, r["high"], where, world)
     if type(low) not in (int, float):
         raise SpecError(f"{where}.{key}: a {type(low).__name__} field needs choices, not low/high")
     if not low < high:

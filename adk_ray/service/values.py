@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 import typing
 
-from adk_ray.worlds.mog.config import MoGTrialConfig, config_fields
+import dataclasses
+
+from adk_ray.service.worlds import config_class
 
 TUPLE_FIELDS = ("iterations", "seeds")
 """Fields that hold a tuple of ints; the world batches over them inside one trial."""
@@ -19,10 +21,15 @@ class SpecError(ValueError):
     """A problem with the user's input (sweep file, flags, storage); its text is shown as one line."""
 
 
-def field_types() -> dict[str, type]:
-    """Python type of each MoGTrialConfig field (int, float, str, bool, or tuple for TUPLE_FIELDS)."""
-    hints = typing.get_type_hints(MoGTrialConfig)
-    return {name: (tuple if name in TUPLE_FIELDS else _strip_optional(hints[name])) for name in config_fields()}
+def config_fields(world: str = "mog") -> list[str]:
+    """Field names of the world's trial config, in order."""
+    return [f.name for f in dataclasses.fields(config_class(world))]
+
+
+def field_types(world: str = "mog") -> dict[str, type]:
+    """Python type of each trial-config field (int, float, str, bool, or tuple for TUPLE_FIELDS)."""
+    hints = typing.get_type_hints(config_class(world))
+    return {name: (tuple if name in TUPLE_FIELDS else _strip_optional(hints[name])) for name in config_fields(world)}
 
 
 def _strip_optional(hint):
@@ -31,19 +38,19 @@ def _strip_optional(hint):
     return args[0] if len(args) == 1 else hint
 
 
-def valid_keys() -> str:
-    return ", ".join(config_fields())
+def valid_keys(world: str = "mog") -> str:
+    return ", ".join(config_fields(world))
 
 
-def check_key(key: str, where: str) -> None:
-    if key not in config_fields():
-        raise SpecError(f"{where}: unknown key {key!r}; valid keys: {valid_keys()}")
+def check_key(key: str, where: str, world: str = "mog") -> None:
+    if key not in config_fields(world):
+        raise SpecError(f"{where}: unknown key {key!r}; valid keys: {valid_keys(world)}")
 
 
-def coerce(key: str, value, where: str):
-    """`value` (from YAML, or a string from --set) as the type of config field `key`."""
-    check_key(key, where)
-    kind = field_types()[key]
+def coerce(key: str, value, where: str, world: str = "mog"):
+    """`value` (from YAML, or a string from --set) as the type of `world`'s config field `key`."""
+    check_key(key, where, world)
+    kind = field_types(world)[key]
     if kind is tuple:
         items = value if isinstance(value, (list, tuple)) else [value]
         return tuple(_scalar(int, v, f"{where}: {key}") for v in items)

@@ -6,6 +6,8 @@ A backend does the three heavy things a pipeline asks for, each on models and da
     score(preset, vocab, model_dir, data_dir) -> per-sequence mean log-likelihoods
     train(preset, vocab, jobs)        saved students (save_pretrained + model.json + train.json), one per
                                       TrainJob; independent students (p'' and p_target) come in one call
+    align(preset, vocab, jobs)        aligner runs (align.AlignJob): checkpoints, curve, selection record
+    pad(preset, vocab, jobs)          PAD fine-tuned students (pad_kd.PadJob)
 
 `LocalBackend` does them in this process (plain torch, one device); `adk_ray.service.llm_train.RayBackend`
 does the same with Ray tasks for sampling and scoring and a Ray Train `TorchTrainer` of DeepSpeed workers
@@ -24,6 +26,7 @@ import torch
 
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
+from adk_ray.worlds.llm.engine import TorchEngine
 from adk_ray.worlds.llm.models import Vocab, build_model, count_params, save_model
 from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard
@@ -112,6 +115,22 @@ class LocalBackend:
             if not is_trained(job.out_dir):
                 self._train_one(preset, vocab, job)
 
+    def align(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
+        from adk_ray.worlds.llm.align import build_align_module, engine_kwargs, finish_align, is_aligned, run_align
+        for job in jobs:
+            if not is_aligned(job.out_dir):
+                engine = TorchEngine(build_align_module(job, preset, vocab), device=device_for(preset),
+                                     **_torch_kwargs(engine_kwargs(job, preset)))
+                finish_align(job, preset, run_align(job, preset, vocab, engine))
+
+    def pad(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
+        from adk_ray.worlds.llm.pad_kd import build_pad_module, is_pad_done, pad_engine_kwargs, run_pad
+        for job in jobs:
+            if not is_pad_done(job.out_dir):
+                engine = TorchEngine(build_pad_module(job, preset, vocab), device=device_for(preset),
+                                     **_torch_kwargs(pad_engine_kwargs(job, preset)))
+                run_pad(job, preset, vocab, engine)
+
     def _train_one(self, preset: LLMPreset, vocab: Vocab, job: TrainJob) -> None:
         # One process stands in for preset.train.num_workers workers: same global batch, same rows per step.
         s = dataclasses.replace(preset.train, per_device_batch=preset.train.per_device_batch * preset.train.num_workers)
@@ -127,3 +146,8 @@ class LocalBackend:
         write_train_info(job.out_dir, {"steps": total, "start_step": 0, "final_loss": losses[-1] if losses else None,
                                        "world_size": 1, "engine": "torch",
                                        "wall_seconds": time.perf_counter() - t0})
+
+
+def _torch_kwargs(kwargs: dict) -> dict:
+    """An engine_kwargs dict for TorchEngine: the per-rank micro-batch size is DeepSpeed's bookkeeping."""
+    return {k: v for k, v in kwargs.items() if k != "micro_batch"}

@@ -1,0 +1,102 @@
+"""K-A and A-K in the LLM world (SPEC.md section 4; paper Figure 5), one trial = one LLMTrialConfig:
+
+    K-A:  p* ─sft→ p' ─kd→ p'' ─align(ref=p'')→ p''_KA
+    A-K:  p* ─sft→ p' ─align(ref=p')→ p'_AK ─kd(τ)→ p''_AK
+
+Per seed (one after the other): the shared cast (p', p'', p_target, the reward) from the chain's cache;
+p'' re-distilled by PAD when kd_method asks; both aligners in one backend call, each run to the largest
+iteration count and checkpointed; for every iteration count N, the selection rule (appendix C.4) picks
+a checkpoint at or before N; A-K distils its pick at τ = final_kd_temperature into a p''-sized student.
+
+Rows: p_prime (both pipelines), p_dprime (K-A), aligned (A-K: p'_AK), final (K-A: p''_KA, A-K:
+p''_AK), each with the four metrics and `selected_step`; and selection_curve rows (step, reward mean
+as final_average_reward, reward_std, margin, accuracy, kl, loss) that the rules read and the dashboard
+draws as Figures 13–14.
+
+A lock per (preset, seed) in the work directory makes concurrent trials of one storage (another sweep,
+another Tune trial) wait for each other instead of writing the same models twice.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from filelock import FileLock
+
+from adk_ray.pipeline.llm import Artefact, Backend, Chain
+from adk_ray.pipeline.result import TrialResult
+from adk_ray.worlds.llm.config import LLMTrialConfig
+from adk_ray.worlds.llm.metrics import METRICS
+
+Progress = Callable[[str], None] | None
+CURVE_COLUMNS = ("reward_std", "margin", "accuracy", "kl", "loss")
+
+
+def run_llm_trial(cfg: LLMTrialConfig, workdir: str, backend: Backend | None = None,
+                  progress: Progress = None) -> TrialResult:
+    """Both pipelines for every seed and iteration count of one config."""
+    preset = cfg.resolved_preset()
+    os.makedirs(os.path.join(workdir, "locks"), exist_ok=True)
+    result = TrialResult()
+    for seed in cfg.seeds:
+        with FileLock(os.path.join(workdir, "locks", f"{preset.name}-seed{seed}.lock")):
+            chain = Chain(preset, seed, workdir, backend, progress=progress)
+            result.rows.extend(_one_seed(cfg, chain))
+    return result
+
+
+def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> list[dict]:
+    from adk_ray.worlds.llm.align import checkpoint_dir, read_align
+    from adk_ray.worlds.llm.selection import select_checkpoint
+
+    p = chain.preset
+    c = chain.cast()
+    truth, held_out, p_prime, p_target, reward = (c["truth"], c["truth_heldout"], c["p_prime"], c["p_target"],
+                                                  c["reward"])
+    p_dprime = c["p_dprime"]
+    if cfg.kd_method != "seqkd":
+        p_dprime = chain.pad("p_dprime", p_dprime, p_prime, cfg.kd_method)
+
+    rows: list[dict] = []
+
+    def evaluate(name: str, model: Artefact) -> dict:
+        return chain.evaluate(name, model, truth, p_target, held_out, reward)
+
+    def row(pipeline: str, stage: str, metrics: dict, iterations: int | None = None, **extra) -> None:
+        rows.append({"world": "llm", "algorithm": cfg.algorithm, "pipeline": pipeline, "stage": stage,
+                     "seed": chain.seed, "iterations": iterations, "step": None, **metrics, **extra})
+
+    pp = evaluate("p_prime", p_prime)
+    row("K-A", "p_prime", pp)
+    row("A-K", "p_prime", pp)
+    row("K-A", "p_dprime", evaluate(f"p_dprime_{cfg.kd_method}", p_dprime))
+
+    longest = max(cfg.iterations)
+    (ka_run, _), (ak_run, _) = chain.align([("p_dprime_KA", p_dprime), ("p_prime_AK", p_prime)], cfg.algorithm,
+                                           cfg.beta, longest, p_target, reward)
+    for pipeline, run in (("K-A", ka_run), ("A-K", ak_run)):
+        for point in read_align(run.path)["curve"]:
+            row(pipeline, "selection_curve", {"final_average_reward": point.get("reward_mean")}, longest,
+                **{"step": point["step"], **{k: point.get(k) for k in CURVE_COLUMNS}})
+
+    for n in cfg.iterations:
+        picked = {}
+        for pipeline, run in (("K-A", ka_run), ("A-K", ak_run)):
+            info = read_align(run.path)
+            curve = [q for q in info["curve"] if q["step"] <= n]
+            steps = [s for s in info["checkpoints"] if s <= n]
+            step, _ = select_checkpoint(cfg.algorithm, curve, steps, p.align)
+            picked[pipeline] = (step, Artefact(f"{run.key}-ckpt{step}", checkpoint_dir(run.path, step)))
+        ka_step, ka_model = picked["K-A"]
+        ak_step, ak_model = picked["A-K"]
+        row("K-A", "final", evaluate("p_dprime_KA", ka_model), n, selected_step=ka_step)
+        row("A-K", "aligned", evaluate("p_prime_AK", ak_model), n, selected_step=ak_step)
+        kd_data = chain.dataset(ak_model, "p_prime_AK_kd", p.sampling.train_samples, cfg.final_kd_temperature)
+        final, = chain.students([("p_dprime_AK", p.p_dprime, kd_data)])
+        if cfg.final_kd != "seqkd":
+            final = chain.pad("p_dprime_AK", final, ak_model, cfg.final_kd)
+        row("A-K", "final", evaluate(f"p_dprime_AK_{cfg.final_kd}", final), n, selected_step=ak_step)
+    for r in rows:
+        for m in METRICS:
+            r.setdefault(m, None)
+    return rows

@@ -1,0 +1,93 @@
+"""The LLM world through the sweep service: LLM sweep files plan and validate like the MoG ones, and
+the --smoke forms of llm_ppo, llm_dpo and llm_pad run end to end on an embedded Ray (tiny preset on CPU:
+Ray tasks sample, Ray Train TorchTrainers of DeepSpeed workers train, align and PAD-distil), writing
+rows for every model of both pipelines. The three sweeps share one storage, so the second and third
+reuse the first's p', p'' and p_target (<storage>/llm_cache)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from adk_ray.service.overrides import apply_sets
+from adk_ray.service.plan import plan_trials
+from adk_ray.service.smoke import shrink
+from adk_ray.service.spec import load_spec
+from adk_ray.service.values import SpecError
+
+LLM_SWEEPS = ("llm_ppo", "llm_dpo", "llm_dpo_offline", "llm_grpo", "llm_tau", "llm_pad")
+MODELS = {("K-A", "p_prime"), ("A-K", "p_prime"), ("K-A", "p_dprime"), ("K-A", "final"), ("A-K", "aligned"),
+          ("A-K", "final")}
+
+
+@pytest.mark.parametrize("name", LLM_SWEEPS)
+def test_llm_sweeps_plan_in_full_and_smoke(name):
+    spec = load_spec(name)
+    assert spec.world == "llm"
+    full = plan_trials(spec)
+    smoke = plan_trials(shrink(spec))
+    assert full and smoke and len(smoke) <= len(full)
+    for t in smoke:
+        assert t.config.preset == "tiny" and max(t.config.iterations) <= 8 and len(t.config.seeds) == 1
+    for t in full:
+        assert t.config.preset == "gguf" and len(t.config.seeds) == 3
+
+
+def test_llm_tau_sweeps_the_final_kd_temperature():
+    taus = {t.config.final_kd_temperature for t in plan_trials(load_spec("llm_tau"))}
+    assert taus == {0.9, 0.925, 0.95, 0.975, 1.0}
+
+
+def test_llm_keys_are_checked_against_the_llm_config():
+    spec = load_spec("llm_ppo")
+    with pytest.raises(SpecError, match="unknown key 'kd_beta'.*valid keys: preset"):
+        apply_sets(spec, ["kd_beta=2"])           # a MoG field
+    with pytest.raises(SpecError, match="preset 'nope' is not one of tiny, gguf, full"):
+        apply_sets(spec, ["preset=nope"])
+    assert apply_sets(spec, ["final_kd_temperature=0.9,1.0"]).axes() == ["final_kd_temperature"]
+
+
+@pytest.fixture(scope="module")
+def llm_storage(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("llm_storage")
+
+
+def _rows(storage: Path, name: str):
+    return ds.dataset(str(storage / name / "data")).to_table().to_pandas()
+
+
+def _check_every_model(rows, trials) -> None:
+    assert (rows.status == "ok").all(), rows.error.dropna().tolist()[:1]
+    assert set(rows.trial_id) == {t.trial_id for t in trials}
+    for t in trials:
+        mine = rows[rows.trial_id == t.trial_id]
+        models = mine[mine.stage != "selection_curve"]
+        for seed in t.config.seeds:
+            got = set(zip(models[models.seed == seed].pipeline, models[models.seed == seed].stage))
+            assert got == MODELS, (t.trial_id, seed, got)
+        for m in ("final_average_reward", "target_precision", "overall_precision", "overall_recall"):
+            assert models[m].notna().all(), m
+        picked = models[models.stage.isin(["final", "aligned"])]
+        assert picked.selected_step.between(1, max(t.config.iterations)).all()
+        curve = mine[mine.stage == "selection_curve"]
+        assert set(curve.pipeline) == {"K-A", "A-K"}
+        assert sorted(curve[curve.pipeline == "K-A"].step) == list(range(1, max(t.config.iterations) + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["llm_ppo", "llm_dpo", "llm_pad"])
+def test_llm_smoke_sweep_end_to_end(name, run_sweep, llm_storage):
+    proc = run_sweep(name, "--smoke", "--storage", str(llm_storage), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    trials = plan_trials(shrink(load_spec(name)))
+    rows = _rows(llm_storage, name)
+    _check_every_model(rows, trials)
+    curve = rows[rows.stage == "selection_curve"]
+    if name == "llm_dpo":
+        assert curve.margin.notna().all()
+    else:
+        assert curve.reward_std.notna().all()
+    if name == "llm_pad":
+        assert set(rows.final_kd_method) | set(rows.kd_method) >= {"pad_vpd"}
+    assert (llm_storage / name / "dashboard.html").exists()
