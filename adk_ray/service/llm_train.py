@@ -206,7 +206,7 @@ def pad_worker(config: dict) -> None:
         t0 = time.perf_counter()
         engine = DeepSpeedModuleEngine(build_pad_module(job, preset, vocab), world_size=world,
                                        zero_stage=preset.train.zero_stage, bf16=preset.train.bf16, device=device,
-                                       **pad_engine_kwargs(job, preset))
+                                       **pad_engine_kwargs(job, preset, world))
         curve = run_pad(job, preset, vocab, engine, rank, world)
         ray.train.report({"job": k, "role": job.role, "steps": len(curve), "wall_seconds": time.perf_counter() - t0})
         del engine
