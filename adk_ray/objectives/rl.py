@@ -66,3 +66,56 @@ def kl_k3(logp_policy: Tensor, logp_ref: Tensor) -> Tensor:
     k3 = π_ref/π_θ − log(π_ref/π_θ) − 1  (Schulman 2020 "Approximating KL"; GRPO eq. 4)."""
     log_ratio = logp_ref - logp_policy
     return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+# -- per-token pieces of the LLM world's PPO and GRPO (TRL 0.9.6's PPOTrainer, the paper's version) ----------
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Σ m·x / Σ m over `dim` (all axes when None); an empty mask gives 0, not NaN."""
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """(x − μ) / sqrt(σ² + ε) over the entries where mask = 1 (TRL's masked_whiten):
+    μ = masked mean, σ² = masked mean of (x − μ)² · n/(n − 1) (Bessel, n = Σ m; none when n ≤ 1).
+    shift_mean=False adds μ back (whitens the scale only). Entries outside the mask are transformed too
+    (the caller masks them)."""
+    mean = masked_mean(values, mask)
+    n = mask.sum()
+    var = masked_mean((values - mean) ** 2, mask)
+    if n > 1:
+        var = var * n / (n - 1)
+    whitened = (values - mean) * torch.rsqrt(var + eps)
+    return whitened if shift_mean else whitened + mean
+
+
+def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip: float = 0.2) -> Tensor:
+    """L^V = ½ max((V − R̂)², (clip(V, V_old − ε, V_old + ε) − R̂)²), per token.
+
+    The value update is clipped around the values of the sampling pass like the policy ratio (TRL's
+    cliprange_value; the pessimistic max is OpenAI baselines' ppo2 and TRL 0.9.6's PPOTrainer.loss).
+    """
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+
+
+def ppo_token_rewards(score: Tensor, logp_old: Tensor, logp_ref: Tensor, mask: Tensor, beta: Tensor | float) -> Tensor:
+    """r_t = −β (log π_old(y_t) − log π_ref(y_t)) + R(y)·1[t = last response token], 0 outside the mask.
+
+    The per-token form of `kl_shaped_reward` (TRL 0.9.6 PPOTrainer.compute_rewards, kl_penalty='kl'):
+    the KL penalty is paid at every generated token, the sequence's score only where it ends, and GAE
+    carries it back. `score` [B], the rest [B, T]; the mask is one contiguous run per row.
+    """
+    mask = mask.to(logp_old.dtype)
+    count = mask.cumsum(-1)
+    last = (count == mask.sum(-1, keepdim=True)) & (mask > 0)      # the final 1 of each row
+    return kl_shaped_reward(score[:, None] * last, logp_old, logp_ref, beta) * mask
+
+
+def grpo_token_loss(logp_new: Tensor, logp_old: Tensor, logp_ref: Tensor, advantages: Tensor, beta: Tensor | float,
+                    clip: float = 0.2) -> Tensor:
+    """ℓ_t = −min(ρ_t A, clip(ρ_t, 1−ε, 1+ε) A) + β · k3(π_θ, π_ref)_t,  ρ_t = π_θ(y_t)/π_old(y_t)
+    (Shao et al. 2024, GRPO eq. 3 per token; TRL GRPOTrainer). Per token; the caller takes the masked mean."""
+    return ppo_clipped_loss(logp_new, logp_old, advantages, clip) + beta * kl_k3(logp_new, logp_ref)

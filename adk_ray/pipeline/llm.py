@@ -241,7 +241,7 @@ class Chain:
         reward = c["reward"]
         metrics = {name: self.evaluate(name, art, truth, p_target, held_out, reward)
                    for name, art in (("p_prime", p_prime), ("p_dprime", p_dprime))}
-        return {"preset": p.name, "seed": self.seed, "reward": reward, "metrics": metrics,
+        return {"preset": self.preset.name, "seed": self.seed, "reward": reward, "metrics": metrics,
                 "models": {"truth": truth.path, "p_prime": p_prime.path, "p_dprime": p_dprime.path,
                            "p_target": p_target.path},
                 "data": {"truth_train": sft_data.path, "truth_heldout": held_out.path, "p_prime_kd": kd_data.path,

@@ -46,7 +46,7 @@ def run_llm_trial(cfg: LLMTrialConfig, workdir: str, backend: Backend | None = N
 
 
 def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> list[dict]:
-    from adk_ray.worlds.llm.align import checkpoint_dir, read_align
+    from adk_ray.worlds.llm.align import checkpoint_dir, read_align, read_curve
     from adk_ray.worlds.llm.selection import select_checkpoint
 
     p = chain.preset
@@ -75,16 +75,18 @@ def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> list[dict]:
     (ka_run, _), (ak_run, _) = chain.align([("p_dprime_KA", p_dprime), ("p_prime_AK", p_prime)], cfg.algorithm,
                                            cfg.beta, longest, p_target, reward)
     for pipeline, run in (("K-A", ka_run), ("A-K", ak_run)):
-        for point in read_align(run.path)["curve"]:
+        for point in read_curve(run.path):
             row(pipeline, "selection_curve", {"final_average_reward": point.get("reward_mean")}, longest,
                 **{"step": point["step"], **{k: point.get(k) for k in CURVE_COLUMNS}})
 
     for n in cfg.iterations:
         picked = {}
         for pipeline, run in (("K-A", ka_run), ("A-K", ak_run)):
-            info = read_align(run.path)
-            curve = [q for q in info["curve"] if q["step"] <= n]
-            steps = [s for s in info["checkpoints"] if s <= n]
+            curve = [q for q in read_curve(run.path) if q["step"] <= n]
+            steps = [s for s in read_align(run.path)["checkpoints"] if s <= n]
+            if not steps:
+                raise ValueError(f"no checkpoint at or before iteration {n} (checkpoint_every="
+                                 f"{p.align.checkpoint_every}); make each iteration count a multiple of it")
             step, _ = select_checkpoint(cfg.algorithm, curve, steps, p.align)
             picked[pipeline] = (step, Artefact(f"{run.key}-ckpt{step}", checkpoint_dir(run.path, step)))
         ka_step, ka_model = picked["K-A"]

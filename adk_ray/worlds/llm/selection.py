@@ -1,0 +1,128 @@
+"""Model selection of an LLM alignment run (paper appendix C.4, SPEC section 4): which saved checkpoint
+is the aligned model. Early stopping against mode collapse, as code over the run's curve.
+
+    ppo         the checkpoint of highest (smoothed) mean reward taken *before* the reward's (smoothed)
+                std falls sharply: the paper reads that fall as the onset of mode collapse (Fig. 13).
+    dpo_online  the checkpoint of maximal (smoothed) chosen-minus-rejected margin β·Δlog-ratio, the
+    dpo_offline point of peak preference discrimination (Fig. 14).
+    grpo        the paper has no LLM GRPO run and so no rule; GRPO maximises the same folded reward
+                as PPO and collapses the same way, so it uses PPO's rule.
+
+Every curve point is one iteration (`step`), its metrics averaged over that iteration's samples; the
+rules read a trailing moving average of `selection_window` points, because one iteration's batch (64
+responses at full scale) makes a noisy std. Ties go to the earliest checkpoint: the less-trained model,
+closer to π_ref and so no less diverse.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from adk_ray.worlds.llm.presets import AlignSettings
+
+RULES = {
+    "ppo": "reward_before_std_drop",
+    "grpo": "reward_before_std_drop",
+    "dpo_online": "max_margin",
+    "dpo_offline": "max_margin",
+}
+
+
+def moving_average(x: Sequence[float], window: int) -> np.ndarray:
+    """m_i = mean(x_{max(0, i−w+1)}, …, x_i): a trailing average, so m_i uses no point after i (a
+    checkpoint is judged on what was known when it was saved); the first w−1 points average fewer."""
+    x = np.asarray(x, dtype=np.float64)
+    w = max(1, int(window))
+    # Window by window, not by a running sum: a NaN point then spoils only the w averages that contain it.
+    return np.array([x[max(0, i - w + 1):i + 1].mean() for i in range(len(x))])
+
+
+def std_fall_index(std: Sequence[float], ratio: float) -> int | None:
+    """The first i ≥ 1 with s_i < ratio · max_{j<i} s_j (the std "falls sharply"), or None."""
+    s = np.asarray(std, dtype=np.float64)
+    for i in range(1, len(s)):
+        if s[i] < ratio * np.max(s[:i]):
+            return i
+    return None
+
+
+def selection_rule(algorithm: str) -> str:
+    """The name of the rule `select_checkpoint` applies to `algorithm` (recorded in align.json)."""
+    if algorithm not in RULES:
+        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(RULES)}")
+    return RULES[algorithm]
+
+
+def _at_steps(curve: list[dict], key: str, smoothed: np.ndarray, steps: Sequence[int]) -> np.ndarray:
+    index = {int(row["step"]): i for i, row in enumerate(curve)}
+    missing = [s for s in steps if int(s) not in index]
+    if missing:
+        raise ValueError(f"checkpoint step(s) {missing} have no {key} on the curve (steps "
+                         f"{curve[0]['step'] if curve else '-'}…{curve[-1]['step'] if curve else '-'})")
+    vals = smoothed[[index[int(s)] for s in steps]]
+    return np.where(np.isfinite(vals), vals, -np.inf)          # a diverged (NaN) point is never preferred
+
+
+def select_reward_before_std_drop(curve: list[dict], checkpoint_steps: Sequence[int],
+                                  settings: AlignSettings) -> tuple[int, str]:
+    """PPO's rule (and GRPO's). With m, s the trailing `selection_window` averages of reward_mean and
+    reward_std: the fall is at the first step i with s_i < std_drop_ratio · max_{j<i} s_j; among the
+    checkpoints saved strictly before it (all of them if the std never falls, the first checkpoint if
+    none is before it) keep argmax m (the earliest on a tie)."""
+    w, ratio = settings.selection_window, settings.std_drop_ratio
+    mean = moving_average([row["reward_mean"] for row in curve], w)
+    std = moving_average([row["reward_std"] for row in curve], w)
+    steps = sorted(int(s) for s in checkpoint_steps)
+    fall = std_fall_index(std, ratio)
+    if fall is None:
+        candidates, why = steps, f"the smoothed reward std never falls below {ratio:g}× its running max"
+    else:
+        fall_step = int(curve[fall]["step"])
+        peak = float(np.max(std[:fall]))
+        why = (f"the smoothed reward std falls at step {fall_step} ({std[fall]:.4g} < {ratio:g} × "
+               f"{peak:.4g})")
+        candidates = [s for s in steps if s < fall_step]
+        if not candidates:
+            best = steps[0]
+            return best, f"{why}, before any checkpoint: keeping the first one, step {best}"
+    vals = _at_steps(curve, "reward_mean", mean, candidates)
+    best = candidates[int(np.argmax(vals))]
+    return best, (f"{why}; among the {len(candidates)} checkpoint(s) before it step {best} has the highest "
+                  f"smoothed mean reward {vals.max():.4g} (window {w})")
+
+
+def select_max_margin(curve: list[dict], checkpoint_steps: Sequence[int],
+                      settings: AlignSettings) -> tuple[int, str]:
+    """DPO's rule: argmax over checkpoints of the trailing `selection_window` average of the margin
+    β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))] (the earliest on a tie)."""
+    w = settings.selection_window
+    margin = moving_average([row["margin"] for row in curve], w)
+    steps = sorted(int(s) for s in checkpoint_steps)
+    vals = _at_steps(curve, "margin", margin, steps)
+    best = steps[int(np.argmax(vals))]
+    value = vals.max()
+    shown = f"{value:.4g}" if math.isfinite(value) else "non-finite"
+    return best, f"step {best} has the highest smoothed DPO margin {shown} of {len(steps)} checkpoint(s) (window {w})"
+
+
+def select_checkpoint(algorithm: str, curve: list[dict], checkpoint_steps: Sequence[int],
+                      settings: AlignSettings) -> tuple[int, str]:
+    """(selected step, a human-readable reason) for a run of `algorithm` with this curve and these saved
+    checkpoints. GRPO uses PPO's rule: the paper gives none for it (see the module docstring)."""
+    if not checkpoint_steps:
+        raise ValueError("no checkpoints to select from")
+    on_curve = {int(row["step"]) for row in curve}
+    missing = sorted(int(st) for st in checkpoint_steps if int(st) not in on_curve)
+    if missing:
+        raise ValueError(f"checkpoint step(s) {missing} have no point on the curve")
+    if algorithm == "ppo":
+        return select_reward_before_std_drop(curve, checkpoint_steps, settings)
+    elif algorithm == "grpo":
+        step, reason = select_reward_before_std_drop(curve, checkpoint_steps, settings)
+        return step, f"PPO's rule (the paper gives none for GRPO): {reason}"
+    elif algorithm in ("dpo_online", "dpo_offline"):
+        return select_max_margin(curve, checkpoint_steps, settings)
+    else:
+        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(RULES)}")
