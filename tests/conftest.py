@@ -24,8 +24,9 @@ def ray_env():
     """Environment for subprocesses that start Ray: a private, short temp dir (socket paths must stay
     under 107 bytes; Tune's temp dirs go there too), no usage stats, unbuffered output."""
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    # Ray Train's controller polls its workers every 2 s by default; a tiny-preset run is mostly such waits.
     env = {**os.environ, "RAY_TMPDIR": tmp, "TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
     env.pop("RAY_ADDRESS", None)
     yield env
     shutil.rmtree(tmp, ignore_errors=True)
@@ -73,3 +74,10 @@ def expect_complete():
                 (p, s, i) for p in ("K-A", "A-K") for s in t.config.seeds for i in t.config.iterations}
             assert (mine.beta == t.config.beta).all()
     return check
+
+
+@pytest.fixture(scope="session")
+def llm_storage(tmp_path_factory) -> Path:
+    """One results storage for every LLM-world test of the session: its llm_cache/ holds the tiny preset's
+    chain (p*, p', p'', p_target), built once by whichever test comes first and reused by the others."""
+    return tmp_path_factory.mktemp("llm_storage")

@@ -39,10 +39,14 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def chain(ray_local, tmp_path_factory):
+def chain(ray_local, llm_storage, tmp_path_factory):
     from adk_ray.pipeline.llm import run_distillation_chain
     from adk_ray.service.llm_train import RayBackend
-    workdir = tmp_path_factory.mktemp("llm_chain")
+    # Built where the LLM smoke sweeps (test_llm_sweep) look for it, so they reuse it; if they ran first,
+    # in a fresh directory instead, so the kill-and-resume below really happens.
+    workdir = llm_storage / "llm_cache"
+    if workdir.exists():
+        workdir = tmp_path_factory.mktemp("llm_chain")
     backend = RayBackend(fail_at=(FAIL_ROLE, FAIL_STEP))
     result = run_distillation_chain("tiny", 0, str(workdir), backend=backend)
     with open(workdir / "chain-tiny-seed0.json") as f:

@@ -48,11 +48,6 @@ def test_llm_keys_are_checked_against_the_llm_config():
     assert apply_sets(spec, ["final_kd_temperature=0.9,1.0"]).axes() == ["final_kd_temperature"]
 
 
-@pytest.fixture(scope="module")
-def llm_storage(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("llm_storage")
-
-
 def _rows(storage: Path, name: str):
     return ds.dataset(str(storage / name / "data")).to_table().to_pandas()
 

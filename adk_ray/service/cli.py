@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "sets it, else a cluster `ray start` left on this machine, else an embedded one)")
     ray.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
     ray.add_argument("--cpus-per-trial", type=_positive_float, default=None, metavar="N",
-                     help="CPUs reserved per trial (default 1 in the MoG world; 0.1 in the LLM world, whose "
+                     help="CPUs reserved per trial (default 1 in the MoG world; none in the LLM world, whose "
                      "trials only drive Ray Train runs and Ray tasks that reserve their own)")
     ray.add_argument("--num-cpus", type=_positive_int, metavar="N",
                      help="start a fresh embedded cluster with N CPUs")

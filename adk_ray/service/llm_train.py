@@ -69,7 +69,11 @@ class RayBackend:
         return self._use_gpu
 
     def _task_options(self) -> dict:
-        return {"num_gpus": 1, "num_cpus": 1} if self.use_gpu else {"num_cpus": 1}
+        # Outside any placement group: inside a Tune trial, tasks would otherwise be captured by the trial's
+        # own (a driver-sized bundle with no room for them).
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        free = {"scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None)}
+        return {"num_gpus": 1, "num_cpus": 1, **free} if self.use_gpu else {"num_cpus": 1, **free}
 
     def _n_tasks(self, preset: LLMPreset) -> int:
         if self.sample_workers:

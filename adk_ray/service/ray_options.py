@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from adk_ray.service.values import SpecError
 
 
+DRIVER_MEMORY = 256 * 2 ** 20
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """How to reach Ray and how to place trials on it."""
@@ -24,12 +27,20 @@ class RayOptions:
     max_concurrent: int | None = None
     """Trials running at once; None: the world's default (`for_world`)."""
 
+    def trial_resources(self) -> dict:
+        """What Tune reserves per trial. A driver-only trial (0 CPUs) reserves 256 MiB of Ray's logical
+        `memory` instead, because a Tune placement group may not be empty; any fraction of a CPU would
+        leave a 2-CPU machine without room for a 2-worker Ray Train run."""
+        if self.cpus_per_trial:
+            return {"cpu": self.cpus_per_trial}
+        return {"cpu": 0, "memory": DRIVER_MEMORY}
+
     def for_world(self, world: str) -> "RayOptions":
         """Defaults per world. MoG: 1 CPU per trial (single-threaded), as many trials as CPUs. LLM: a trial
-        is only a driver (its Ray Train workers and Ray tasks reserve their own CPUs/GPUs), so 0.1 CPU,
-        and one trial at a time, since trials of a sweep share each seed's chain of models."""
+        is only a driver (its Ray Train workers and Ray tasks reserve their own CPUs/GPUs), so no CPU
+        (`trial_resources`), and one trial at a time, since trials of a sweep share each seed's chain of models."""
         if world == "llm":
-            return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 0.1,
+            return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 0.0,
                                        max_concurrent=self.max_concurrent or 1)
         return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 1.0)
 

@@ -66,7 +66,7 @@ def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialC
     tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{ctx.meta.sweep}_")
     try:
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": opts.cpus_per_trial}),
+            tune.with_resources(trainable, opts.trial_resources()),
             param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=[progress],
                                       failure_config=tune.FailureConfig(max_failures=0)))

@@ -26,8 +26,6 @@ NUM_SAMPLES = 2
 LLM_ITERATIONS = 8
 """Cap on LLM alignment iterations (the tiny preset's models move within a few)."""
 LLM_SEEDS = 1
-LLM_TRAIN_SAMPLES = 1024
-LLM_EVAL_SAMPLES = 256
 LLM_CHECKPOINT_EVERY = 2
 
 
@@ -57,10 +55,11 @@ def _iterations(values: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _shrink_llm(spec: SweepSpec) -> SweepSpec:
-    """The LLM world on the tiny preset (synthetic language, CPU) with small data sets, one seed and a
-    few alignment iterations; every stage of both pipelines still runs, on Ray Train + DeepSpeed."""
+    """The LLM world on the tiny preset (synthetic language, CPU; its own data sizes, so a smoke run shares
+    p', p'' and p_target with any other tiny-preset run of the same storage), one seed and a few
+    alignment iterations; every stage of both pipelines still runs, on Ray Train + DeepSpeed."""
     base = check_base(spec)
-    fixed = {**spec.fixed, "preset": "tiny", "train_samples": LLM_TRAIN_SAMPLES, "eval_samples": LLM_EVAL_SAMPLES,
+    fixed = {**spec.fixed, "preset": "tiny", "train_samples": 0, "eval_samples": 0,
              "checkpoint_every": LLM_CHECKPOINT_EVERY,
              "iterations": tuple(sorted({min(v, LLM_ITERATIONS) for v in base.iterations[:AXIS_VALUES]}))}
 
