@@ -161,3 +161,12 @@ def test_mixture_density_and_reward():
     from adk_ray.dashboards.mog import density_grid
     t, z = density_grid(mix, lim=4, n=161)
     assert z.sum() * (t[1] - t[0]) ** 2 == pytest.approx(1.0, abs=1e-3)
+
+
+def test_one_seed_per_side_gives_no_interval():
+    """A single value per pipeline (an LLM smoke run) has a difference but no honest CI, so no verdict."""
+    from adk_ray.dashboards.stats import bootstrap_median_diff, verdict
+    diff, lo, hi = bootstrap_median_diff([2.0], [1.5])
+    assert diff == -0.5 and np.isnan(lo) and np.isnan(hi) and verdict(lo, hi) == ""
+    diff, lo, hi = bootstrap_median_diff([2.0, 2.1], [1.5, 1.4])
+    assert np.isfinite(lo) and np.isfinite(hi)

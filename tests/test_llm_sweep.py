@@ -86,3 +86,25 @@ def test_llm_smoke_sweep_end_to_end(name, run_sweep, llm_storage):
     if name == "llm_pad":
         assert set(rows.final_kd_method) | set(rows.kd_method) >= {"pad_vpd"}
     assert (llm_storage / name / "dashboard.html").exists()
+
+
+@pytest.mark.slow
+def test_llm_smoke_dashboard_in_chromium(llm_storage, tmp_path):
+    """The page a researcher opens after `llm_ppo --smoke`: every figure draws, no JS error, with the
+    Figure 5 trajectory and the model-selection curves (needs test_llm_smoke_sweep_end_to_end first)."""
+    from test_dashboard_browser import assert_clean, browser as make_browser, open_dashboard  # noqa: F401
+
+    from adk_ray.dashboards import write_dashboard
+    results = llm_storage / "llm_ppo"
+    if not (results / "data").exists():
+        pytest.skip("runs after the llm_ppo smoke sweep of test_llm_smoke_sweep_end_to_end")
+    gen = make_browser.__wrapped__(tmp_path)        # the fixture's generator, outside pytest's fixture lookup
+    driver = next(gen)
+    try:
+        info = open_dashboard(driver, write_dashboard(str(results), str(tmp_path / "llm.html")),
+                              "dashboard_smoke_llm_ppo.png", tmp_path)
+    finally:
+        gen.close()
+    assert_clean(info, info["divs"])
+    assert info["divs"] >= 3
+    assert {"Final models: K-A against A-K", "Trajectories (Figure 5)", "Model selection"} <= set(info["h2"]), info["h2"]

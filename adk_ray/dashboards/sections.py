@@ -28,9 +28,13 @@ class Section:
     """Axes that vary together with `axis` inside the sub-grid; they split the x categories."""
     grid_index: int | None = None
     """Index of the sub-grid in sweep.json, None when inferred from the data."""
+    heading: str = ""
+    """A title of its own (the one section of a sweep with no swept axis)."""
 
     @property
     def title(self) -> str:
+        if self.heading:
+            return self.heading
         fixed = [f"{axis_label(a)} = {'/'.join(fmt_value(x) for x in v)}"
                  for a, v in self.held.items() if v is not None and len(v) <= 3]
         extra = f" ({', '.join(fixed)})" if fixed else ""
@@ -99,6 +103,9 @@ def _infer_sections(rows: pd.DataFrame) -> list[Section]:
         return []
     varying = [c for c in _param_columns(finals)
                if finals[c].map(_hashable).nunique(dropna=True) > 1]
+    if not varying and "algorithm" in finals:
+        # One setting (e.g. llm_ppo): still K-A against A-K, drawn over the one constant value.
+        return [Section(axis="algorithm", heading="Final models: K-A against A-K")]
     return [Section(axis=a, held={b: None for b in varying if b != a}) for a in varying]
 
 

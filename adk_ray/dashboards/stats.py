@@ -34,15 +34,18 @@ def bootstrap_median_diff(ka, ak, n_boot: int = N_BOOT, level: float = 0.95,
 
     The two pipelines are resampled independently (unpaired): seeds of K-A and A-K share p′, but a
     sweep need not run the same seeds for both, and the unpaired interval is the conservative one.
-    Returns NaNs when either side has no finite value.
+    Returns NaNs when either side has no finite value, and a NaN interval when either side has a
+    single one (resampling one value gives a zero-width interval that would claim certainty).
     """
     a = np.asarray(ka, dtype=float)
     b = np.asarray(ak, dtype=float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    nan = float("nan")
     if a.size == 0 or b.size == 0:
-        nan = float("nan")
         return nan, nan, nan
     diff = float(np.median(b) - np.median(a))
+    if a.size < 2 or b.size < 2:
+        return diff, nan, nan
     rng = np.random.default_rng(seed)
     # One (n_boot, n) index draw per side: vectorised, ~1 ms for 20 seeds.
     ma = np.median(a[rng.integers(0, a.size, size=(n_boot, a.size))], axis=1)

@@ -33,6 +33,7 @@ AXIS_LABELS = {
 BOOKKEEPING = {
     "sweep", "trial_id", "world", "pipeline", "stage", "seed", "step", "status", "error",
     "wall_seconds", "config_json", "code_version", *METRICS,
+    "selected_step",  # LLM: the checkpoint a selection rule picked, an outcome and not a swept setting
 }
 
 STAGE_LABELS = {
