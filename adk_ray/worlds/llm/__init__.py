@@ -7,5 +7,10 @@ training and metrics, as pure functions that run with or without Ray (see docs/l
     data      Arrow (Parquet) token sets
     train     loss, AdamW + Warmup-Stable-Decay, data order, plain and DeepSpeed engines
     metrics   per-token log-likelihoods, the four metrics, the folded reward
+    engine    optimiser engines (torch, DeepSpeed) behind one interface for fine-tuning stages
+    align     the aligners: PPO (value head), DPO on- and off-policy, GRPO
+    selection model-selection rules (appendix C.4)
+    pad_kd    PAD (VPD/PPD) with the teacher's multiple-choice calibration
+    config    LLMTrialConfig, what a sweep varies
     stages    the in-process backend
 """
