@@ -1,6 +1,6 @@
 """Student-training throughput and MFU for SmolLM2 shapes at seq 512 (random init, random tokens).
 
-MFU as /work/shared/gpu/anchor.py computes it: tokens/s × (6·N + 12·layers·hidden·T) / peak, with the
+MFU (model FLOPs utilisation, the usual formula): tokens/s × (6·N + 12·layers·hidden·T) / peak, with the
 H100 SXM dense bf16 peak of 989 TFLOP/s (override with PEAK_TFLOPS). Every variant runs the world's own
 engines (`adk_ray.worlds.llm.train`), so what is measured is what the pipeline trains with:
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from adk_ray.objectives.dpo import dpo_logits, dpo_loss
+from adk_ray.objectives.dpo import dpo_logits, dpo_loss, ipo_log_ratio, ipo_loss
 from adk_ray.objectives.kd import fold_reward, kd_reweight_logits, nll_reward
 from adk_ray.objectives.rl import gae, grpo_advantage, kl_k3, kl_shaped_reward, ppo_clipped_loss, value_loss
 
@@ -67,6 +67,26 @@ def test_dpo_gradient_vanishes_when_reference_dislikes_the_winner():
     logp_w = torch.tensor(-1.0, requires_grad=True)
     dpo_loss(logp_w, torch.tensor(-1.0), torch.tensor(-30.0), torch.tensor(-1.0), 1.0).backward()
     assert abs(logp_w.grad.item()) < 1e-10
+
+
+def test_ipo_loss_by_hand():
+    # h = (−1 − −2) − (−3 − −1) = 3; margin 1/(2·0.5) = 1; loss = (3 − 1)² = 4, dL/dlogp_w = 2(h − 1) = 4.
+    logp_w = torch.tensor(-1.0, requires_grad=True)
+    rest = torch.tensor(-3.0), torch.tensor(-2.0), torch.tensor(-1.0)
+    assert ipo_log_ratio(logp_w, *rest).item() == pytest.approx(3.0)
+    loss = ipo_loss(logp_w, *rest, 0.5)
+    assert loss.item() == pytest.approx(4.0)
+    loss.backward()
+    assert logp_w.grad.item() == pytest.approx(4.0)
+    # At h = 1/(2β) the loss and its gradient are zero; past it IPO pulls h back (DPO never would).
+    assert ipo_loss(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(-0.5), torch.tensor(0.0), 1.0).item() == 0.0
+
+
+def test_ipo_keeps_a_gradient_when_reference_dislikes_the_winner():
+    # Where DPO's gradient vanishes (test above), IPO's is 2(h − 1/(2β)) with h = 29: large and negative.
+    logp_w = torch.tensor(-1.0, requires_grad=True)
+    ipo_loss(logp_w, torch.tensor(-1.0), torch.tensor(-30.0), torch.tensor(-1.0), 1.0).backward()
+    assert logp_w.grad.item() == pytest.approx(2 * (29.0 - 0.5))
 
 
 def test_kd_reweight_logits_by_hand():

@@ -1,4 +1,4 @@
-"""Library tier (SPEC §6): our objectives against TRL's own code on the same inputs.
+"""Library tier (docs/llm.md: why our own loops): our objectives against TRL's own code on the same inputs.
 
 The aligners of both worlds are written on `adk_ray.objectives` rather than on TRL's trainers (the MoG world
 is seed-batched; TRL's trainers are not). So each test here runs a real TRL 1.16 code path and our
@@ -317,4 +317,4 @@ def test_ppo_gae_value_loss_whitening_vs_trl():
                     "has GAE, a value head, value clipping or masked_whiten to compare gae, value_loss, "
                     "clipped_value_loss or masked_whiten against")
     pytest.fail(f"TRL {trl.__version__} ships {found}: compare adk_ray.objectives.rl.gae / value_loss / "
-                "clipped_value_loss / masked_whiten against it (SPEC §6)")
+                "clipped_value_loss / masked_whiten against it (our own code is checked against the library where it exists)")

@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from adk_ray.storage import open_storage
+
 
 @dataclass
 class Results:
@@ -28,16 +30,8 @@ class Results:
     """What was missing or unreadable, shown at the top of the page."""
 
 
-def open_fs(results_dir: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path in it: local paths as-is, URIs (s3://, gs://, file://)."""
-    if "://" in results_dir:
-        return pafs.FileSystem.from_uri(results_dir)
-    import os
-    return pafs.LocalFileSystem(), os.path.abspath(results_dir)
-
-
 def load_results(results_dir: str) -> Results:
-    fs, root = open_fs(results_dir)
+    fs, root = open_storage(results_dir)
     notices: list[str] = []
     sweep = _read_json(fs, posixpath.join(root, "sweep.json"), notices)
     rows = _read_parquet_dir(fs, posixpath.join(root, "data"), "data", notices)

@@ -1,6 +1,6 @@
 """A tiny numpy Mixture of Gaussians for the density pictures (no torch in the dashboard layer).
 
-Mirrors SPEC.md section 3: p* is the uniform mixture of 8 isotropic Gaussians, covariance 0.05·I,
+Mirrors the paper's appendix A.1: p* is the uniform mixture of 8 isotropic Gaussians, covariance 0.05·I,
 centred on {−1.5, 0, 1.5}² minus the origin; R(x) = scale·exp(−α‖x − c_t‖²) with the nearest
 target centre when there are two targets.
 """

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import posixpath
-import tempfile
 import traceback
 from html import escape
 
 import plotly.io as pio
 import plotly.offline
 
+from adk_ray.storage import atomic_write, open_storage
+
 from . import blocks, fragments
-from .load import Results, load_results, open_fs
+from .load import Results, load_results
 from .progress import failed_trials, trial_counts
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -91,24 +91,6 @@ def write_dashboard(results_dir: str, out: str | None = None) -> str:
     if out is None:
         out = (results_dir.rstrip("/") + "/dashboard.html") if "://" in results_dir \
             else os.path.join(results_dir, "dashboard.html")
-    if "://" in out:
-        fs, path = open_fs(out)
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-        tmp = posixpath.join(posixpath.dirname(path), f".dashboard-{os.getpid()}-{id(data):x}.tmp")
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
-        fs.move(tmp, path)
-        return out
-    out = os.path.abspath(out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=".dashboard-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from a web server or a colleague
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    fs, path = open_storage(out)
+    atomic_write(path, lambda f: f.write(data), fs)
+    return out if "://" in out else path

@@ -1,14 +1,13 @@
 """Names, labels and colours shared by every figure and table of the dashboard."""
 from __future__ import annotations
 
+from adk_ray.columns import METRICS, PIPELINES  # noqa: F401 - re-exported for the figures
+
 # The paper's colours: K-A red, A-K blue. Fixed, so a reader never has to check the legend.
 PIPELINE_COLOURS = {"K-A": "#d62728", "A-K": "#1f77b4"}
-PIPELINES = ("K-A", "A-K")
 FILL = {"K-A": "rgba(214,39,40,0.18)", "A-K": "rgba(31,119,180,0.18)"}
 TARGET_GREEN = "#2ca02c"
 
-# Panel order of the paper's boxplot figures.
-METRICS = ("final_average_reward", "target_precision", "overall_recall", "overall_precision")
 METRIC_LABELS = {
     "final_average_reward": "Final Average Reward",
     "target_precision": "Target Precision",

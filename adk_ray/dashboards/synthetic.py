@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adk_ray.columns import PIPELINES
+
 from .mog import STD
 
 ROW_SCHEMA = pa.schema([
@@ -86,7 +88,7 @@ def write_synthetic_results(root: str, *, seeds: int = 5, curve_steps: int = 5, 
                   "code_version": "synthetic"}
         rows = []
         if failed and it == ITERATIONS[-1]:
-            for p in ("K-A", "A-K"):
+            for p in PIPELINES:
                 rows.append({**common, "pipeline": p, "stage": "final", "seed": 0, "status": "error",
                              "error": "Traceback (most recent call last):\n  ...\nFloatingPointError: "
                                       "NaN in PPO loss at step 2717 <b>not html</b>"})
@@ -98,7 +100,7 @@ def write_synthetic_results(root: str, *, seeds: int = 5, curve_steps: int = 5, 
                     m = _metrics(rng, p, st, beta, it)
                     rows.append({**common, "pipeline": p, "stage": st, "seed": s, "status": "ok",
                                  **{k: float(v[0]) for k, v in m.items()}})
-                for p in ("K-A", "A-K"):
+                for p in PIPELINES:
                     for j in range(curve_steps):
                         step = int(round(it * (j + 1) / curve_steps))
                         m = _metrics(rng, p, "final", beta, step)

@@ -1,8 +1,8 @@
 """Preference-Aligned Distillation (PAD) objectives: pure tensor functions.
 
 Reference: "Capturing Nuanced Preferences: Preference-Aligned Distillation for
-Small Language Models" (``/work/shared/papers/pad-preference-aligned-distillation.md``),
-and SPEC.md section 5. Equation numbers below are the paper's.
+Small Language Models" (the PAD paper; its §4 is the method). Equation numbers below are
+that paper's.
 
 Everything here is stateless: tensors in, tensors out, batched over any number
 of leading dimensions; the last dimension indexes the n responses of one prompt.
@@ -25,8 +25,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-DEFAULT_BETA = 10.0  # paper Table 4 / SPEC section 5
-DEFAULT_ALPHA = 0.8  # paper section 5.1 / SPEC section 5
+DEFAULT_BETA = 10.0  # PAD paper Table 4
+DEFAULT_ALPHA = 0.8  # PAD paper §5.1
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -113,7 +113,7 @@ def calibrated_teacher_reward(
 
         r_hat_tch(y) = (1 - alpha) * r_tch(y) + alpha * log p_sel(y)
 
-    ``alpha = 0`` gives the uncalibrated reward (the MoG world, SPEC section 5);
+    ``alpha = 0`` gives the uncalibrated reward (the MoG world, docs/mog.md);
     ``alpha = 1`` uses the MCQ selection probability alone.
 
     Args:

@@ -13,7 +13,7 @@ from torch import Tensor
 def kl_shaped_reward(reward: Tensor, logp_policy: Tensor, logp_ref: Tensor, beta: Tensor | float) -> Tensor:
     """r̃(x) = R(x) − β · log(π_θ(x) / π_ref(x)).
 
-    The KL-regularised RLHF reward (paper eq. 1, SPEC §1 "learning trap"): as π_ref(x) → 0 the
+    The KL-regularised RLHF reward (paper eq. 1, the "learning trap" of §3.4): as π_ref(x) → 0 the
     penalty drives r̃ → −∞, which is what keeps K-A from recovering a mode p'' dropped.
     """
     return reward - beta * (logp_policy - logp_ref)

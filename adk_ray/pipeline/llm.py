@@ -1,4 +1,4 @@
-"""The LLM world's distillation chain (SPEC.md section 4), the shared start of both pipelines:
+"""The LLM world's distillation chain (paper §4.2, appendix C.1–C.2), the shared start of both pipelines:
 
     p* ──sample τ=1.0──▶ SFT ──▶ p' ──sample τ=0.95──▶ KD ──▶ p''        (K-A aligns p'')
                                   └──sample τ=0.8 ──▶ KD ──▶ p_target   (oracle: reward, target precision)
@@ -27,7 +27,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from adk_ray.columns import PIPELINES
 from adk_ray.pipeline.cache import stage_key
+from adk_ray.storage import write_json
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
@@ -141,7 +143,7 @@ class Chain:
 
     def pad(self, role: str, student: Artefact, teacher: Artefact, method: str) -> Artefact:
         """PAD (`method` pad_vpd / pad_ppd) fine-tuning of the seqkd `student` on `teacher`'s preferences
-        over the student's own samples (SPEC section 5)."""
+        over the student's own samples (PAD paper §4)."""
         from adk_ray.worlds.llm.pad_kd import PadJob, is_pad_done
         seed = derive_seed(self.seed, f"{role}/{method}")
         key = stage_key("pad", {"method": method, "pad": dataclasses.asdict(self.preset.pad)}, seed,
@@ -211,7 +213,7 @@ class Chain:
 
     def evaluate(self, name: str, model: Artefact, truth: Artefact, p_target: Artefact, held_out: Artefact,
                  reward: dict) -> dict:
-        """The four metrics of one model (SPEC.md section 2) on eval_samples sequences each."""
+        """The four metrics of one model (paper §4.1, eq. 5–6) on eval_samples sequences each."""
         own = self.dataset(model, f"{name}_eval", self.preset.sampling.eval_samples, self.preset.eval_temperature)
         return llm_metrics.model_metrics(precision_ll=self.scores(truth, own), recall_ll=self.scores(model, held_out),
                                          target_ll=self.scores(p_target, own), reward=reward)
@@ -256,9 +258,7 @@ def load_or_resolve_vocab(preset: LLMPreset, workdir: str) -> Vocab:
         with open(path) as f:
             return Vocab.from_json(json.load(f))
     vocab = resolve_vocab(preset.tokenizer)
-    with open(path + ".tmp", "w") as f:
-        json.dump(vocab.to_json(), f)
-    os.replace(path + ".tmp", path)
+    write_json(path, vocab.to_json(), indent=None, sort_keys=False)
     return vocab
 
 
@@ -268,7 +268,7 @@ def rows_from_manifest(manifest: dict, preset: LLMPreset) -> list[dict]:
             "kd_temperature": preset.kd_temperature, "target_temperature": preset.target_temperature,
             "eval_samples": preset.sampling.eval_samples}
     m = manifest["metrics"]
-    return ([{**base, "pipeline": pl, "stage": "p_prime", **m["p_prime"]} for pl in ("K-A", "A-K")]
+    return ([{**base, "pipeline": pl, "stage": "p_prime", **m["p_prime"]} for pl in PIPELINES]
             + [{**base, "pipeline": "K-A", "stage": "p_dprime", **m["p_dprime"]}])
 
 
@@ -283,7 +283,5 @@ def run_distillation_chain(preset_name: str | LLMPreset, seed: int, workdir: str
     chain = Chain(preset, seed, workdir, backend, progress=progress)
     manifest = chain.run()
     path = os.path.join(chain.workdir, f"chain-{preset.name}-seed{seed}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_json(path, manifest)
     return TrialResult(rows=rows_from_manifest(manifest, preset))

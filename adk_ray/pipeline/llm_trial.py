@@ -1,4 +1,4 @@
-"""K-A and A-K in the LLM world (SPEC.md section 4; paper Figure 5), one trial = one LLMTrialConfig:
+"""K-A and A-K in the LLM world (paper §4.2, Figure 5), one trial = one LLMTrialConfig:
 
     K-A:  p* ─sft→ p' ─kd→ p'' ─align(ref=p'')→ p''_KA
     A-K:  p* ─sft→ p' ─align(ref=p')→ p'_AK ─kd(τ)→ p''_AK

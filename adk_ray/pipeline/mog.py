@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from adk_ray.columns import PIPELINES
 from adk_ray.pipeline.cache import StageCache
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.mog import model, stages
@@ -102,7 +103,7 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
 
     # Starting points, once per (config, seed) and pipeline.
     owners = [(c, s, None) for c, s in zip(unit_cfg, unit_seeds)]
-    for pipeline in ("K-A", "A-K"):
+    for pipeline in PIPELINES:
         rows(pipeline, "p_prime", ref_ak, owners)
     rows("K-A", "p_dprime", ref_ka, owners)
 
@@ -118,7 +119,7 @@ def run_batch(cfgs: list[MoGTrialConfig], cache: StageCache | None = None, progr
         group = [r for r, c in enumerate(run_cfg) if max(c.iterations) == length]
 
         def curve(q, step, group=group, length=length):
-            for pipeline in ("K-A", "A-K"):
+            for pipeline in PIPELINES:
                 pos = [j for j, r in enumerate(group) if run_pipeline[r] == pipeline]
                 rows(pipeline, "curve", model.index(q, pos),
                      [(run_cfg[group[j]], run_seeds[group[j]], length) for j in pos], step, store_model=False)

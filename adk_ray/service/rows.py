@@ -6,13 +6,14 @@ import logging
 
 import pyarrow as pa
 
+from adk_ray.columns import PIPELINES
+
 from adk_ray.service.plan import config_json, trial_id_of
 from adk_ray.service.schema import results_schema
 from adk_ray.service.values import TUPLE_FIELDS
 from adk_ray.service.worlds import TrialConfig, world_of
 
 log = logging.getLogger(__name__)
-PIPELINES = ("K-A", "A-K")
 
 
 @dataclasses.dataclass(frozen=True)

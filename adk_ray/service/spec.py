@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from adk_ray.columns import METRICS
+
 from adk_ray.service.values import SpecError, check_key, coerce
 from adk_ray.service.worlds import WORLDS, TrialConfig, config_class
-METRICS = ("final_average_reward", "target_precision", "overall_precision", "overall_recall")
-"""Metric columns a search may optimise or constrain (docs/results.md)."""
 TOP_KEYS = ("world", "fixed", "grid", "seeds", "group_by", "search")
 SEARCH_KEYS = ("kind", "metric", "mode", "num_samples", "space", "constraint", "seed", "pipeline")
 DEFAULT_SEEDS = 20

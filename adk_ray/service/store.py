@@ -22,19 +22,19 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from adk_ray import storage as storage_fs
 from adk_ray.service.values import SpecError
+from adk_ray.storage import StorageError, atomic_write, first_line
 
 DATA, MODELS = "data", "models"
 
 
 def open_storage(storage: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, base path) for a URI, or for a local path (made absolute: Ray workers have other cwds)."""
-    if "://" in storage:
-        try:
-            return pafs.FileSystem.from_uri(storage)
-        except (pa.ArrowException, OSError, ValueError) as e:
-            raise SpecError(f"storage {storage!r} cannot be opened: {_first_line(e)}") from None
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(storage))
+    """(filesystem, base path) of a storage location; a bad one is the user's input error."""
+    try:
+        return storage_fs.open_storage(storage)
+    except StorageError as e:
+        raise SpecError(str(e)) from None
 
 
 def storage_location(storage: str) -> str:
@@ -86,7 +86,7 @@ class ResultStore:
                 out.write(b"probe")
             self.fs.delete_file(probe)
         except (OSError, pa.ArrowException) as e:
-            raise SpecError(f"storage {self.location} is not writable: {_first_line(e)}") from None
+            raise SpecError(f"storage {self.location} is not writable: {first_line(e)}") from None
         finally:
             if missing_top:
                 try:
@@ -126,12 +126,11 @@ class ResultStore:
     def write_trial(self, trial_id: str, data: pa.Table, models: pa.Table | None) -> None:
         """Models first: a data file is the promise that the trial is complete."""
         if models is not None and models.num_rows:
-            self._atomic(self.models_path(trial_id), lambda out: pq.write_table(models, out))
-        self._atomic(self.data_path(trial_id), lambda out: pq.write_table(data, out))
+            atomic_write(self.models_path(trial_id), lambda out: pq.write_table(models, out), self.fs)
+        atomic_write(self.data_path(trial_id), lambda out: pq.write_table(data, out), self.fs)
 
     def write_json(self, name: str, obj: dict) -> None:
-        text = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
-        self._atomic(self.path(name), lambda out: out.write(text))
+        storage_fs.write_json(self.path(name), obj, self.fs, indent=2, sort_keys=False)
 
     def remove_temporaries(self) -> None:
         """Temp files a killed run left behind (they are invisible to readers, but clutter)."""
@@ -143,20 +142,8 @@ class ResultStore:
                     except (OSError, pa.ArrowException):
                         pass
 
-    def _atomic(self, path: str, write) -> None:
-        directory, name = posixpath.split(path)
-        self.fs.create_dir(directory, recursive=True)
-        tmp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-        with self.fs.open_output_stream(tmp) as out:
-            write(out)
-        self.fs.move(tmp, path)
-
     def _list(self, sub: str, suffix: str = ".parquet") -> list[str]:
         selector = pafs.FileSelector(self.path(sub) if sub else self.root, allow_not_found=True)
         return [i.path for i in self.fs.get_file_info(selector)
                 if i.type == pafs.FileType.File and i.path.endswith(suffix)
                 and (suffix == ".tmp" or not posixpath.basename(i.path).startswith("."))]
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,4 +1,4 @@
-"""The language-model world (SPEC.md section 4): SmolLM2-family p*, p', p'', p_target, their sampling,
+"""The language-model world (paper §4.2, appendix C): SmolLM2-family p*, p', p'', p_target, their sampling,
 training and metrics, as pure functions that run with or without Ray (see docs/llm.md).
 
     presets   the `tiny`, `gguf` and `full` casts and every setting of their stages

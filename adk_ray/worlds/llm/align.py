@@ -1,4 +1,4 @@
-"""The LLM world's aligners (paper appendix C.3, SPEC section 4): PPO with a value head, on-policy DPO,
+"""The LLM world's aligners (paper §4.2, appendix C.3): PPO with a value head, on-policy DPO,
 off-policy DPO and GRPO, as one Ray-free loop over an optimiser engine (`engine.py`).
 
 Every algorithm shares one iteration:
@@ -49,6 +49,7 @@ from adk_ray.objectives.dpo import dpo_logits, dpo_loss
 from adk_ray.objectives.kd import fold_reward, nll_reward
 from adk_ray.objectives.rl import (clipped_value_loss, gae, grpo_advantage, grpo_token_loss, masked_mean,
                                    masked_whiten, ppo_clipped_loss, ppo_token_rewards)
+from adk_ray.storage import write_json
 from adk_ray.worlds.llm.data import read_tokens
 from adk_ray.worlds.llm.models import MODEL_INFO, Vocab, load_model, save_model
 from adk_ray.worlds.llm.presets import AlignSettings
@@ -328,7 +329,7 @@ def ppo_update(engine, ids: Tensor, lengths: Tensor, prompt_len: int, scores: Te
 
 def grpo_update(engine, ids: Tensor, lengths: Tensor, prompt_len: int, scores: Tensor, old_logp: Tensor,
                 ref_logp: Tensor, beta: float, s: AlignSettings, micro: int, rng: np.random.Generator) -> dict:
-    """GRPO on one sampled batch (Shao et al. 2024; SPEC §3's critic-free aligner in the LLM world):
+    """GRPO on one sampled batch (Shao et al. 2024; the paper's critic-free aligner (§3.4, appendix A.2) in the LLM world):
 
         A_i  = R_i − mean_group R (÷ std_group R if grpo_std_normalize), groups of grpo_group consecutive
                responses, the same A_i at every token of response i
@@ -574,12 +575,6 @@ def run_align(job: AlignJob, preset, vocab: Vocab, engine, rank: int = 0, world:
 
 # -- selection and the run's record ----------------------------------------------------------------------------
 
-def _write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
-
-
 def finish_align(job: AlignJob, preset, curve: list[dict]) -> dict:
     """Select the aligned model among the saved checkpoints (`selection.select_checkpoint`), write
     out_dir/curve.json, then out_dir/align.json last and atomically (its presence marks the run done);
@@ -590,7 +585,7 @@ def finish_align(job: AlignJob, preset, curve: list[dict]) -> dict:
     if missing:
         raise FileNotFoundError(f"{job.out_dir}: checkpoints of iterations {missing} were not written")
     step, reason = select_checkpoint(job.algorithm, curve, steps, s)
-    _write_json(os.path.join(job.out_dir, CURVE_FILE), curve)
+    write_json(os.path.join(job.out_dir, CURVE_FILE), curve)
     record = {
         "role": job.role, "algorithm": job.algorithm, "beta": job.beta, "iterations": job.iterations,
         "seed": job.seed, "reward": job.reward, "policy_dir": job.policy_dir, "target_dir": job.target_dir,
@@ -600,7 +595,7 @@ def finish_align(job: AlignJob, preset, curve: list[dict]) -> dict:
         "selected": next(row for row in curve if int(row["step"]) == step), "final": curve[-1],
         "settings": asdict(s),
     }
-    _write_json(os.path.join(job.out_dir, ALIGN_FILE), record)
+    write_json(os.path.join(job.out_dir, ALIGN_FILE), record)
     return record
 
 

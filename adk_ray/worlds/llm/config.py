@@ -1,4 +1,4 @@
-"""Settings of one LLM trial (SPEC.md section 4, paper appendix C): which cast, which aligner, which
+"""Settings of one LLM trial (paper §4.2 and appendix C): which cast, which aligner, which
 final distillation. Every other number of the world lives in the preset (`presets.py`).
 
 A trial runs its seeds one after the other (each seed is its own chain of models) and cuts every

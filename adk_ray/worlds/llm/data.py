@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from adk_ray.storage import write_json
+
 META_KEY = b"adk_ray"
 DONE = "dataset.json"
 
@@ -78,9 +80,7 @@ def open_dataset(directory: str) -> pads.Dataset:
 def finish_dataset(directory: str, meta: dict) -> None:
     """Mark a set complete (all parts written): dataset.json with its metadata and row count."""
     n = open_dataset(directory).count_rows()
-    with open(os.path.join(directory, DONE + ".tmp"), "w") as f:
-        json.dump({**meta, "num_rows": n}, f, indent=1, sort_keys=True)
-    os.replace(os.path.join(directory, DONE + ".tmp"), os.path.join(directory, DONE))
+    write_json(os.path.join(directory, DONE), {**meta, "num_rows": n})
 
 
 def is_finished(directory: str) -> bool:

@@ -1,4 +1,4 @@
-"""Metrics of the LLM world (SPEC.md section 2, eq. 5–6) and the folded reward (appendix C.3).
+"""Metrics of the LLM world (paper §4.1, eq. 5–6) and the folded reward (appendix C.3).
 
 A sequence's score under a model is its mean per-token log-likelihood over the generated tokens (those
 after the prompt, through EOS when drawn), as the predecessor's evaluate_precision_and_recall does; a
@@ -20,11 +20,12 @@ import os
 import numpy as np
 import torch
 
+from adk_ray.columns import METRICS  # noqa: F401 - the keys `model_metrics` returns
 from adk_ray.objectives.kd import fold_reward, nll_reward
+from adk_ray.storage import write_json
 from adk_ray.worlds.llm.data import TokenSet, read_tokens
 from adk_ray.worlds.llm.models import Vocab, load_model
 
-METRICS = ("final_average_reward", "target_precision", "overall_precision", "overall_recall")
 REWARD_FILE = "reward.json"
 
 
@@ -70,11 +71,7 @@ def folded_rewards(target_loglik: np.ndarray, threshold: float, scale: float = 1
 
 
 def write_reward_spec(model_dir: str, spec: dict) -> str:
-    path = os.path.join(model_dir, REWARD_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(spec, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json(os.path.join(model_dir, REWARD_FILE), spec)
 
 
 def read_reward_spec(model_dir: str) -> dict:

@@ -1,4 +1,4 @@
-"""Preference-Aligned Distillation (PAD) as a KD stage of the LLM world (SPEC section 5).
+"""Preference-Aligned Distillation (PAD) as a KD stage of the LLM world (PAD paper §4).
 
 PAD fine-tunes a student (the seqkd student of the same teacher) on the teacher's *preferences* over
 the student's own samples, instead of on teacher samples. One update, per prompt x ("The"):
@@ -15,7 +15,7 @@ the student's own samples, instead of on teacher samples. One update, per prompt
 
 The losses live in `adk_ray.objectives.pad`; this module samples, scores, asks the multiple-choice
 question and runs the loop. Equation numbers are those of "Capturing Nuanced Preferences: Preference-
-Aligned Distillation for Small Language Models" (/work/shared/papers/pad-preference-aligned-distillation.md).
+Aligned Distillation for Small Language Models" (the PAD paper).
 
 The loop touches the optimiser only through the engine interface of `engine.py` (`engine(*args)`,
 `engine.backward`, `engine.step`, `engine.module`), so it runs the same in one process (`TorchEngine`) and
@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from adk_ray.objectives.pad import (calibrated_teacher_reward, decomposed, length_normalised_reward,
                                     mc_selection_log_probs, ppd_loss, vpd_loss)
+from adk_ray.storage import write_json
 from adk_ray.worlds.llm.models import Vocab, load_model, load_tokenizer, model_info, save_model
 from adk_ray.worlds.llm.presets import LLMPreset, PADSettings
 from adk_ray.worlds.llm.sampling import Decoder
@@ -453,8 +454,4 @@ def run_pad(job: PadJob, preset: LLMPreset, vocab: Vocab, engine, rank: int = 0,
 
 def write_pad_info(out_dir: str, info: dict) -> str:
     """pad.json, atomically; written last, it marks the PAD student complete."""
-    path = os.path.join(out_dir, PAD_INFO)
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
-    return path
+    return write_json(os.path.join(out_dir, PAD_INFO), info)

@@ -1,4 +1,4 @@
-"""Every number of the LLM world (SPEC.md section 4, paper appendix C), as named presets.
+"""Every number of the LLM world (paper §4.2 and appendix C), as named presets.
 
     tiny  a synthetic language: p* is a seeded, randomly initialised tiny Llama over a 64-token vocab
           (exact likelihoods, deterministic on CPU); students are tinier Llamas. For tests and laptops.
@@ -182,7 +182,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class AlignSettings:
-    """The aligners of appendix C.3–C.4 (SPEC section 4). β (the KL / DPO coefficient) and the number
+    """The aligners of appendix C.3–C.4 (paper §4.2). β (the KL / DPO coefficient) and the number
     of iterations come from the trial, not the preset."""
 
     max_new_tokens: int = 128
@@ -241,7 +241,7 @@ class AlignSettings:
 
 @dataclass(frozen=True)
 class PADSettings:
-    """PAD as a KD stage of the LLM world (SPEC section 5): fine-tunes the seqkd student on the teacher's
+    """PAD as a KD stage of the LLM world (PAD paper §4): fine-tunes the seqkd student on the teacher's
     preferences over the student's own samples."""
 
     n: int = 4

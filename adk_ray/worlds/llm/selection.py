@@ -1,4 +1,4 @@
-"""Model selection of an LLM alignment run (paper appendix C.4, SPEC section 4): which saved checkpoint
+"""Model selection of an LLM alignment run (paper appendix C.4): which saved checkpoint
 is the aligned model. Early stopping against mode collapse, as code over the run's curve.
 
     ppo         the checkpoint of highest (smoothed) mean reward taken *before* the reward's (smoothed)

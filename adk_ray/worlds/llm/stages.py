@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from adk_ray.storage import write_json
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
 from adk_ray.worlds.llm.engine import TorchEngine
@@ -51,10 +52,7 @@ def student_info(job: "TrainJob", preset: LLMPreset) -> dict:
 
 def write_train_info(model_dir: str, info: dict) -> None:
     """train.json (steps, losses, resume point, timings): written last, it marks the student complete."""
-    path = os.path.join(model_dir, TRAIN_INFO)
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(model_dir, TRAIN_INFO), info)
 
 
 def read_train_info(model_dir: str) -> dict:

@@ -1,4 +1,4 @@
-"""Settings of one MoG trial: every number of SPEC.md section 3 and the paper's appendix A.
+"""Settings of one MoG trial: every number of the paper's §4.1 and appendix A.
 
 A trial is one point of a sweep's grid with *all its seeds and all its iteration counts* batched
 together: the alignment run of the longest iteration count is snapshotted at the shorter ones,
@@ -65,7 +65,7 @@ class MoGTrialConfig:
     eval_every: int = 0
     """Learning-curve interval in alignment steps (0: no curve rows)."""
     pad_n: int = 4
-    """PAD: responses per group the student samples (SPEC section 5)."""
+    """PAD: responses per group the student samples (PAD paper §4.1)."""
     pad_beta: float = 10.0
     """PAD: Plackett–Luce inverse temperature β."""
     pad_temperature: float = 0.8

@@ -1,4 +1,4 @@
-"""Preference-Aligned Distillation (PAD) as a KD stage of the MoG world (SPEC section 5).
+"""Preference-Aligned Distillation (PAD) as a KD stage of the MoG world (PAD paper §4).
 
 PAD distils the teacher's *preferences* over the student's own samples instead of fitting the
 student to teacher samples (seqkd, `stages.distill`). In this world a "response" is a point x in
@@ -10,7 +10,7 @@ multiple-choice calibration (α = 0 in eq. 9), so the teacher's reward is its lo
     rewards   r_tch(x) = log p'_β(x)  (detached),   r_stu(x) = log q_θ(x)  (with gradient)
 
 Reference: "Capturing Nuanced Preferences: Preference-Aligned Distillation for Small Language
-Models" (/work/shared/papers/pad-preference-aligned-distillation.md); equation numbers below are
+Models" (the PAD paper); equation numbers below are
 that paper's. The losses themselves live in `adk_ray.objectives.pad`.
 """
 from __future__ import annotations

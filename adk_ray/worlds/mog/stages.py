@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from adk_ray.columns import METRICS  # noqa: F401 - the keys `evaluate` returns
 from adk_ray.objectives.dpo import dpo_loss
 from adk_ray.objectives.kd import kd_reweight_logits
 from adk_ray.objectives.rl import grpo_advantage, kl_k3, kl_shaped_reward, ppo_clipped_loss, value_loss
@@ -189,9 +190,6 @@ def _check_finite(params: model.Params, where: str) -> None:
         if not ok.all():
             bad = (~ok).reshape(v.shape[0], -1).any(-1).nonzero().flatten().tolist()
             raise FloatingPointError(f"non-finite {name} after {where} in trial(s) {bad}")
-
-
-METRICS = ("final_average_reward", "target_precision", "overall_precision", "overall_recall")
 
 
 @torch.no_grad()

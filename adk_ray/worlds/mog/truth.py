@@ -1,4 +1,4 @@
-"""The world's fixed parts: ground truth p*, the target distribution and the oracle reward (SPEC §3)."""
+"""The world's fixed parts: ground truth p*, the target distribution and the oracle reward (paper §4.1, appendix A.1)."""
 from __future__ import annotations
 
 import math
