@@ -9,16 +9,25 @@ import torch
 from adk_ray.objectives.kd import kd_reweight_logits
 from adk_ray.worlds.mog import model, stages, truth
 from adk_ray.worlds.mog.noise import once
-from adk_ray.worlds.mog.pad_kd import distill_pad, sample_tempered, tempered
+from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.worlds.mog.geometry import Geometry
+from adk_ray.worlds.mog.kd_methods import KD_METHODS, seqkd
+from adk_ray.worlds.mog.pad_kd import PADSettings, sample_tempered, tempered
 
 Tensor = torch.Tensor
 
 METHODS = ("pad_vpd", "pad_ppd")
 
 
+def pad(method, teacher, kd_beta, seeds, k, iterations, batch_size, progress=None):
+    """The table's PAD entry with the config's PAD defaults."""
+    settings = PADSettings(k, iterations, 1e-2, batch_size, pad_n=4, pad_beta=10.0, pad_temperature=0.8)
+    return KD_METHODS[method].distill(teacher, kd_beta, seeds, settings, progress=progress)
+
+
 def six_mode_teacher(T: int) -> model.Params:
     """Six of p*'s eight modes with uneven ("random-ish") mixture weights, the same in every trial."""
-    p = truth.ground_truth(T)
+    p = truth.ground_truth(Geometry(), T)
     keep = [0, 1, 2, 4, 6, 7]
     logits = torch.tensor([0.8, -0.3, 0.2, 1.0, -0.6, 0.0])
     return {"logits": logits.expand(T, 6).clone(), "means": p["means"][:, keep].clone(),
@@ -45,8 +54,8 @@ def test_batched_equals_alone(method):
     teacher = six_mode_teacher(3)
     teacher["logits"] = torch.randn(3, 6, generator=torch.Generator().manual_seed(7))
     kd_beta = torch.tensor([1.0, 2.0, 3.0])
-    batched = distill_pad(teacher, kd_beta, [0, 1, 2], 4, 50, 1e-2, 32, method)
-    alone = distill_pad(model.index(teacher, [1]), kd_beta[1:2], [1], 4, 50, 1e-2, 32, method)
+    batched = pad(method, teacher, kd_beta, [0, 1, 2], 4, 50, 32)
+    alone = pad(method, model.index(teacher, [1]), kd_beta[1:2], [1], 4, 50, 32)
     for k in batched:
         torch.testing.assert_close(batched[k][1], alone[k][0], atol=1e-4, rtol=0)
     # and the trials really differ (so the comparison is not vacuous)
@@ -59,8 +68,8 @@ def test_agreement_with_teacher_ranking_improves(method):
     teacher = six_mode_teacher(len(seeds))
     kd_beta = torch.full((len(seeds),), 2.0)
     logits = kd_reweight_logits(teacher["logits"], kd_beta)
-    init = distill_pad(teacher, kd_beta, seeds, 4, 0, 1e-2, 64, method)
-    trained = distill_pad(teacher, kd_beta, seeds, 4, 200, 1e-2, 64, method)
+    init = pad(method, teacher, kd_beta, seeds, 4, 0, 64)
+    trained = pad(method, teacher, kd_beta, seeds, 4, 200, 64)
     before = concordance(init, teacher, logits, seeds).mean()
     after = concordance(trained, teacher, logits, seeds).mean()
     assert after > before + 0.05, (before, after)
@@ -70,9 +79,9 @@ def test_starts_where_seqkd_starts():
     seeds = [3, 5]
     teacher = six_mode_teacher(2)
     kd_beta = torch.tensor([1.0, 4.0])
-    seqkd0 = stages.distill(teacher, kd_beta, seeds, 4, 0, 1e-2, 64)
+    seqkd0 = seqkd(teacher, kd_beta, seeds, stages.FitSettings(4, 0, 1e-2, 64))
     for method in METHODS:
-        pad0 = distill_pad(teacher, kd_beta, seeds, 4, 0, 1e-2, 64, method)
+        pad0 = pad(method, teacher, kd_beta, seeds, 4, 0, 64)
         for k in seqkd0:
             torch.testing.assert_close(pad0[k], seqkd0[k], atol=0, rtol=0)
 
@@ -81,7 +90,7 @@ def test_progress_called_per_step_and_teacher_untouched():
     teacher = six_mode_teacher(1)
     before = model.detach(teacher)
     calls = []
-    distill_pad(teacher, torch.ones(1), [0], 3, 5, 1e-2, 16, "pad_ppd", progress=calls.append)
+    pad("pad_ppd", teacher, torch.ones(1), [0], 3, 5, 16, progress=calls.append)
     assert calls == [1] * 5
     for k in teacher:
         assert torch.equal(teacher[k], before[k])
@@ -108,8 +117,11 @@ def test_tempered_single_gaussian_is_exact():
     torch.testing.assert_close(xs.std(1)[0], single["log_scales"][0, 0].exp() * math.sqrt(tau), atol=0.02, rtol=0)
 
 
-def test_bad_method_raises():
-    with pytest.raises(ValueError, match="unknown PAD method"):
-        distill_pad(six_mode_teacher(1), torch.ones(1), [0], 4, 1, 1e-2, 16, "pad_dpo")
-    with pytest.raises(ValueError):
-        distill_pad(six_mode_teacher(1), torch.ones(1), [0], 4, 1, 1e-2, 2, "pad_vpd", n=4)
+def test_bad_pad_settings_are_rejected_by_the_config():
+    with pytest.raises(ValueError, match="kd_method 'pad_dpo' is not one of seqkd, pad_vpd, pad_ppd"):
+        MoGTrialConfig(kd_method="pad_dpo")
+    with pytest.raises(ValueError, match="batch_size 2 is smaller than the PAD group size"):
+        MoGTrialConfig(final_kd_method="pad_vpd", batch_size=2, ppo_minibatches=1)
+    with pytest.raises(ValueError, match="pad_n >= 2"):
+        MoGTrialConfig(kd_method="pad_ppd", pad_n=1)
+    MoGTrialConfig(batch_size=2, ppo_minibatches=1)   # seqkd does not read the PAD settings

@@ -7,6 +7,8 @@ import torch.distributions as D
 
 from adk_ray.pipeline.mog import run_batch, run_trial
 from adk_ray.worlds.mog import model, stages, truth
+from adk_ray.worlds.mog.geometry import Geometry
+from adk_ray.worlds.mog.kd_methods import seqkd
 from adk_ray.worlds.mog.config import MoGTrialConfig
 from adk_ray.worlds.mog.noise import NoiseStream
 
@@ -38,16 +40,19 @@ def test_sample_follows_weights_and_components():
 
 
 def test_truth_and_reward():
-    assert truth.CENTRES.shape == (8, 2) and not (truth.CENTRES == 0).all(-1).any()
-    assert truth.reward(torch.tensor([1.5, -1.5]), "single").item() == pytest.approx(10.0)
+    single, double = Geometry(), Geometry(target="double")
+    centres = truth.ground_truth(single)["means"][0]
+    assert centres.shape == (8, 2) and not (centres == 0).all(-1).any()
+    assert truth.Reward(single)(torch.tensor([1.5, -1.5])).item() == pytest.approx(10.0)
     # ‖x − c_t‖² = 1 → 10·e^−2
-    assert truth.reward(torch.tensor([0.5, -1.5]), "single").item() == pytest.approx(10 * math.exp(-2))
+    assert truth.Reward(single)(torch.tensor([0.5, -1.5])).item() == pytest.approx(10 * math.exp(-2))
     # 'double' uses the nearest target centre
-    assert truth.reward(torch.tensor([0.0, -1.5]), "double").item() == pytest.approx(10.0)
+    assert truth.Reward(double)(torch.tensor([0.0, -1.5])).item() == pytest.approx(10.0)
     # p*'s own overall precision is its negative entropy: log N at the mode − 1 − log 8
-    x = model.sample(truth.ground_truth(), torch.randn(1, 100_000, 3, generator=torch.Generator().manual_seed(0)))
+    p_star = truth.ground_truth(single)
+    x = model.sample(p_star, torch.randn(1, 100_000, 3, generator=torch.Generator().manual_seed(0)))
     expected = -math.log(2 * math.pi * 0.05) - 1 - math.log(8)
-    assert model.log_prob(truth.ground_truth(), x).mean().item() == pytest.approx(expected, abs=0.02)
+    assert model.log_prob(p_star, x).mean().item() == pytest.approx(expected, abs=0.02)
 
 
 def test_noise_stream_ignores_batching_and_length():
@@ -116,9 +121,9 @@ def test_config_rejects_bad_values():
 def test_premise_p_prime_covers_more_than_p_dprime():
     """Science tier, a robust direction only: KD with β_KD = 10 lowers overall recall (paper Fig. 1)."""
     seeds = list(range(4))
-    p_prime = stages.sft(seeds, 6, 2000, 1e-2, 256)
-    p_dprime = stages.distill(p_prime, torch.full((4,), 10.0), seeds, 4, 2000, 1e-2, 256)
-    recall = lambda q: stages.evaluate(q, seeds, "single", 4096)["overall_recall"]
+    p_prime = stages.sft(seeds, stages.FitSettings(6, 2000, 1e-2, 256), Geometry())
+    p_dprime = seqkd(p_prime, torch.full((4,), 10.0), seeds, stages.FitSettings(4, 2000, 1e-2, 256))
+    recall = lambda q: stages.evaluate(q, seeds, Geometry(), 4096)["overall_recall"]
     assert (recall(p_prime) > recall(p_dprime)).all()
 
 

@@ -8,18 +8,19 @@ draws keyed by step).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-ALGORITHMS = ("ppo", "grpo", "dpo_online", "dpo_offline")
-TARGETS = ("single", "double")
-KD_METHODS = ("seqkd", "pad_vpd", "pad_ppd")
+from adk_ray.worlds.mog.aligners import ALIGNERS
+from adk_ray.worlds.mog.geometry import TARGET_CELLS
+from adk_ray.worlds.mog.kd_methods import KD_METHODS
 
 
 @dataclass(frozen=True)
 class MoGTrialConfig:
     algorithm: str = "ppo"
-    """Aligner: 'ppo' (learned critic, clipped surrogate), 'grpo' (batch-mean baseline),
-    'dpo_online' (fresh pairs from the policy each step), 'dpo_offline' (static pairs from π_ref)."""
+    """Aligner, a key of `aligners.ALIGNERS`: 'ppo' (learned critic, clipped surrogate), 'grpo'
+    (batch-mean baseline), 'dpo_online' (fresh pairs from the policy each step), 'dpo_offline'
+    (static pairs from π_ref), and their kin listed there."""
     beta: float = 1.0
     """KL coefficient β of the aligner (PPO/GRPO KL penalty, DPO temperature)."""
     iterations: tuple[int, ...] = (300,)
@@ -35,7 +36,8 @@ class MoGTrialConfig:
     target: str = "single"
     """'single': mode #7 at (1.5, −1.5); 'double': that mode and its left neighbour (0, −1.5)."""
     kd_method: str = "seqkd"
-    """How every KD stage distils: 'seqkd' (max-likelihood on teacher samples), 'pad_vpd', 'pad_ppd'."""
+    """How every KD stage distils, a key of `kd_methods.KD_METHODS`: 'seqkd' (max-likelihood on
+    teacher samples), 'pad_vpd', 'pad_ppd'."""
     final_kd_method: str = ""
     """The A-K final KD's method when it differs from kd_method ('' follows kd_method)."""
     sft_iterations: int = 2000
@@ -55,7 +57,7 @@ class MoGTrialConfig:
     grpo_std_normalize: bool = False
     """Divide the GRPO advantage by the batch reward std."""
     dpo_offline_pairs: int = 2560
-    """Size of the static preference set drawn once from π_ref (off-policy DPO)."""
+    """Size of the static preference set drawn once from π_ref (every off-policy pair aligner)."""
     reward_scale: float = 10.0
     """R(x) = reward_scale · exp(−reward_alpha ‖x − c_t‖²) (eq. 4)."""
     reward_alpha: float = 2.0
@@ -73,50 +75,50 @@ class MoGTrialConfig:
 
     def __post_init__(self) -> None:
         # Tuples, so the frozen config hashes; lists arrive from YAML.
-        object.__setattr__(self, "iterations", tuple(sorted({int(i) for i in _as_seq(self.iterations)})))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in _as_seq(self.seeds)))
-        problems = []
-        if self.algorithm not in ALGORITHMS:
-            problems.append(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
-        if self.target not in TARGETS:
-            problems.append(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
-        if self.kd_method not in KD_METHODS:
-            problems.append(f"kd_method {self.kd_method!r} is not one of {', '.join(KD_METHODS)}")
-        if self.final_kd_method not in ("",) + KD_METHODS:
-            problems.append(f"final_kd_method {self.final_kd_method!r} is not one of '', {', '.join(KD_METHODS)}")
-        if not self.beta > 0:
-            problems.append(f"beta must be > 0, got {self.beta}")
-        if not self.kd_beta >= 1:
-            problems.append(f"kd_beta must be >= 1, got {self.kd_beta}")
-        if not self.iterations or min(self.iterations) < 1:
-            problems.append(f"iterations must be positive integers, got {list(self.iterations)}")
-        if not self.seeds:
-            problems.append("seeds must name at least one seed")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds, default=0) < 0:
-            problems.append(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
-        if not 1 <= self.n_final_modes <= self.n_sft_modes:
-            problems.append(f"n_final_modes must be in 1..n_sft_modes={self.n_sft_modes}, got {self.n_final_modes}")
-        for name in ("sft_iterations", "kd_iterations", "batch_size", "eval_samples", "ppo_epochs",
-                     "ppo_minibatches", "dpo_offline_pairs", "pad_n", "n_sft_modes"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size % self.ppo_minibatches:
-            problems.append(f"batch_size {self.batch_size} is not divisible by ppo_minibatches {self.ppo_minibatches}")
-        if self.eval_every < 0:
-            problems.append(f"eval_every must be >= 0, got {self.eval_every}")
-        for name in ("lr", "ppo_clip", "reward_scale", "reward_alpha", "pad_beta", "pad_temperature"):
-            if not float(getattr(self, name)) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        as_seq = lambda v: v if isinstance(v, (list, tuple)) else (v,)
+        object.__setattr__(self, "iterations", tuple(sorted({int(i) for i in as_seq(self.iterations)})))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in as_seq(self.seeds)))
+        problems = [f"{name} {getattr(self, name)!r} is not one of {_listing(valid)}"
+                    for name, valid in _choices().items() if getattr(self, name) not in valid]
+        problems += [f"{name} must be > 0, got {getattr(self, name)}" for name in POSITIVE
+                     if not float(getattr(self, name)) > 0]
+        problems += [f"{name} must be >= 1, got {getattr(self, name)}" for name in AT_LEAST_ONE
+                     if int(getattr(self, name)) < 1]
+        problems += [text for ok, text in self._relations() if not ok]
+        if not problems:
+            # The settings slices check what only they know (e.g. PAD's group size against the batch).
+            try:
+                ALIGNERS[self.algorithm].settings(self)
+                for method in {self.kd_method, self.final_kd}:
+                    KD_METHODS[method].settings(self)
+            except ValueError as e:
+                problems.append(str(e))
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _relations(self):
+        """(holds, message) for each constraint that ties fields together."""
+        seeds, iterations = self.seeds, self.iterations
+        return [
+            (self.kd_beta >= 1, f"kd_beta must be >= 1, got {self.kd_beta}"),
+            (bool(iterations) and min(iterations) >= 1, f"iterations must be positive integers, got {list(iterations)}"),
+            (bool(seeds), "seeds must name at least one seed"),
+            (len(set(seeds)) == len(seeds) and min(seeds, default=0) >= 0,
+             f"seeds must be distinct non-negative integers, got {list(seeds)}"),
+            (1 <= self.n_final_modes <= self.n_sft_modes,
+             f"n_final_modes must be in 1..n_sft_modes={self.n_sft_modes}, got {self.n_final_modes}"),
+            (self.batch_size % max(self.ppo_minibatches, 1) == 0,
+             f"batch_size {self.batch_size} is not divisible by ppo_minibatches {self.ppo_minibatches}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+        ]
 
     @classmethod
     def from_dict(cls, d: dict) -> "MoGTrialConfig":
         """Build from a plain dict, rejecting unknown keys with the list of valid ones."""
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
+        if set(d) - set(names):
+            raise ValueError(f"unknown key(s) {', '.join(sorted(set(d) - set(names)))}; "
+                             f"valid keys: {', '.join(names)}")
         return cls(**d)
 
     @property
@@ -128,10 +130,16 @@ class MoGTrialConfig:
         return dataclasses.replace(self, **kw)
 
 
-def _as_seq(v):
-    return v if isinstance(v, (list, tuple)) else (v,)
+POSITIVE = ("beta", "lr", "ppo_clip", "reward_scale", "reward_alpha", "pad_beta", "pad_temperature")
+AT_LEAST_ONE = ("sft_iterations", "kd_iterations", "batch_size", "eval_samples", "ppo_epochs", "ppo_minibatches",
+                "dpo_offline_pairs", "pad_n", "n_sft_modes")
 
 
-def config_fields() -> dict[str, dataclasses.Field]:
-    """The fields of MoGTrialConfig by name (the sweep validator lists them in its errors)."""
-    return {f.name: f for f in dataclasses.fields(MoGTrialConfig)}
+def _listing(names) -> str:
+    return ", ".join(n or "''" for n in names)
+
+
+def _choices() -> dict[str, tuple]:
+    """Fields whose value names a table entry; the tables' keys are the valid names."""
+    return {"algorithm": tuple(ALIGNERS), "target": tuple(TARGET_CELLS), "kd_method": tuple(KD_METHODS),
+            "final_kd_method": ("",) + tuple(KD_METHODS)}

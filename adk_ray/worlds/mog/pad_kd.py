@@ -1,7 +1,7 @@
 """Preference-Aligned Distillation (PAD) as a KD stage of the MoG world (PAD paper §4).
 
 PAD distils the teacher's *preferences* over the student's own samples instead of fitting the
-student to teacher samples (seqkd, `stages.distill`). In this world a "response" is a point x in
+student to teacher samples (seqkd, `kd_methods.seqkd`). In this world a "response" is a point x in
 R², its length-normalised log-likelihood (paper eq. 7) is the log-density, and there is no
 multiple-choice calibration (α = 0 in eq. 9), so the teacher's reward is its log-density:
 
@@ -16,21 +16,51 @@ that paper's. The losses themselves live in `adk_ray.objectives.pad`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from adk_ray.objectives.kd import kd_reweight_logits
-from adk_ray.objectives.pad import ppd_loss, vpd_loss
 from adk_ray.worlds.mog import model
-from adk_ray.worlds.mog.noise import NoiseStream, once
-from adk_ray.worlds.mog.stages import INIT_SCALE, _check_finite, adam
+from adk_ray.worlds.mog.noise import NoiseStream
+from adk_ray.worlds.mog.stages import Progress, adam, check_finite, init_student, step
 
-PAD_METHODS = ("pad_vpd", "pad_ppd")
-Progress = Callable[[int], None] | None
+__all__ = ["PADSettings", "distill_pad", "tempered", "sample_tempered"]
 
-__all__ = ["PAD_METHODS", "distill_pad", "tempered", "sample_tempered"]
+
+@dataclass(frozen=True)
+class PADSettings:
+    """The settings slice of a PAD KD stage; the field names are the stage cache's key."""
+
+    n_components: int
+    """K of the student."""
+    iterations: int
+    """Adam steps."""
+    lr: float
+    """Adam learning rate."""
+    batch_size: int
+    """Student samples per step (G = batch_size // pad_n groups)."""
+    pad_n: int
+    """Responses per group, n (PAD paper §4.1)."""
+    pad_beta: float
+    """Plackett–Luce inverse temperature β."""
+    pad_temperature: float
+    """Sampling temperature τ of the student's responses."""
+
+    def __post_init__(self) -> None:
+        if self.pad_n < 2:
+            raise ValueError(f"PAD needs pad_n >= 2 responses per group, got {self.pad_n}")
+        if self.batch_size < self.pad_n:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than the PAD group size pad_n={self.pad_n}")
+        if not self.pad_temperature > 0:
+            raise ValueError(f"pad_temperature must be > 0, got {self.pad_temperature}")
+
+    @classmethod
+    def of(cls, cfg) -> "PADSettings":
+        return cls(cfg.n_final_modes, cfg.kd_iterations, cfg.lr, cfg.batch_size, cfg.pad_n, cfg.pad_beta,
+                   cfg.pad_temperature)
 
 
 def tempered(params: model.Params, temperature: float) -> model.Params:
@@ -55,8 +85,8 @@ def sample_tempered(params: model.Params, noise: Tensor, temperature: float) -> 
         return model.sample(tempered(model.detach(params), temperature), noise)
 
 
-def distill_pad(teacher: model.Params, kd_beta: Tensor, seeds, n_components: int, iterations: int, lr: float,
-                batch_size: int, method: str, n: int = 4, pl_beta: float = 10.0, temperature: float = 0.8,
+def distill_pad(teacher: model.Params, kd_beta: Tensor, seeds, settings: PADSettings, *,
+                loss: Callable[[Tensor, Tensor, float], Tensor],
                 progress: Progress = None) -> model.Params:
     """p'' (or p''_AK) by PAD: a K-component MoG trained to share the sharpened teacher's preferences.
 
@@ -68,59 +98,38 @@ def distill_pad(teacher: model.Params, kd_beta: Tensor, seeds, n_components: int
        last batch_size − G·n draws, if any, are unused.
     2. Rewards (paper eq. 5–7, eq. 9 with α = 0): r_tch(y) = log p'_β(y) (detached),
        r_stu(y) = log q_θ(y) (the samples are detached; the gradient flows through the density).
-    3. Preference distillation over Plackett–Luce rankings (paper eq. 2 / 6, with β = `pl_beta`):
-           p(τ) = Π_{i=1}^{n} exp(β r(y^(i))) / Σ_{j=i}^{n} exp(β r(y^(j)))
-       * 'pad_vpd' (eq. 10, as an NLL): τ = argsort_desc r_tch,
+    3. Preference distillation over Plackett–Luce rankings (paper eq. 2 / 6, with β = `pad_beta`),
+       `loss(r_stu, r_tch, β)` over groups [T·G, n]: `objectives.pad.vpd_loss` or `ppd_loss`
+       * VPD (eq. 10, as an NLL): τ = argsort_desc r_tch,
              L_VPD = −Σ_i log [exp(β r_stu(y^(τ_i))) / Σ_{j≥i} exp(β r_stu(y^(τ_j)))] = −log p_stu(τ)
-       * 'pad_ppd' (eq. 11–12): p_tch, p_stu over all n! rankings, π_mix = (p_tch + p_stu)/2,
+       * PPD (eq. 11–12): p_tch, p_stu over all n! rankings, π_mix = (p_tch + p_stu)/2,
              L_PPD = ½ [KL(p_tch ‖ π_mix) + KL(p_stu ‖ π_mix)]
        No preference decomposition (eq. 13–14) is applied: each group of n is one preference;
        PPD costs O(n!·n) per group.
 
     The loss is the per-trial mean over its G groups, summed over trials, so each trial's gradient
     — and, Adam being elementwise, its whole trajectory — is the one it would have alone (as in
-    `stages`). The student starts exactly like seqkd's (`stages.distill`): equal weights, centres
-    on K samples of p'_β drawn from the stream "kd/init", per-axis std `stages.INIT_SCALE`.
+    `stages`). The student starts exactly like seqkd's (`stages.init_student` on the stream "kd").
 
     Raises:
-        ValueError: unknown `method`, n < 2 (a group of one carries no preference), batch_size < n,
-            or temperature ≤ 0.
         FloatingPointError: a parameter of some trial is non-finite at the end.
     """
-    if method == "pad_vpd":
-        loss_fn = vpd_loss
-    elif method == "pad_ppd":
-        loss_fn = ppd_loss
-    else:
-        raise ValueError(f"unknown PAD method {method!r}; valid: {', '.join(PAD_METHODS)}")
-    n = int(n)
-    if n < 2:
-        raise ValueError(f"PAD needs n >= 2 responses per group, got {n}")
-    if batch_size < n:
-        raise ValueError(f"batch_size {batch_size} is smaller than the group size n={n}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-
-    T = len(seeds)
-    G = batch_size // n
+    T, n = len(seeds), settings.pad_n
+    G = settings.batch_size // n
     teacher = model.detach(teacher)
     teacher_logits = kd_reweight_logits(teacher["logits"], kd_beta)
-    init_points = model.sample(teacher, once(seeds, "kd/init", (n_components, 3)), teacher_logits)
-    student = model.trainable(model.init_from_samples(init_points, INIT_SCALE))
-    opt = adam(student.values(), lr)
-    noise = NoiseStream(seeds, "kd_pad/sample", (batch_size, 3))
-    for step in range(iterations):
-        x = sample_tempered(student, noise.next()[:, : G * n], temperature)      # [T, G·n, 2]
+    student = init_student(teacher, teacher_logits, seeds, settings.n_components, "kd")
+    opt = adam(student.values(), settings.lr)
+    noise = NoiseStream(seeds, "kd_pad/sample", (settings.batch_size, 3))
+    for _ in range(settings.iterations):
+        x = sample_tempered(student, noise.next()[:, : G * n], settings.pad_temperature)      # [T, G·n, 2]
         with torch.no_grad():
             r_tch = model.log_prob(teacher, x, teacher_logits)
         r_stu = model.log_prob(student, x)
         # The PAD losses average over every leading dim; over [T·G, n] that mean times T is
         # Σ_t (mean over trial t's G groups), since every trial has the same G.
-        loss = loss_fn(r_stu.reshape(T * G, n), r_tch.reshape(T * G, n), pl_beta) * T
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(opt, loss(r_stu.reshape(T * G, n), r_tch.reshape(T * G, n), settings.pad_beta) * T)
         if progress:
             progress(1)
-    _check_finite(student, f"kd/{method}")
+    check_finite(student, f"kd/{loss.__name__}")
     return model.detach(student)
