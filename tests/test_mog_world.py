@@ -7,6 +7,7 @@ import torch.distributions as D
 
 from adk_ray.pipeline.mog import run_batch, run_trial
 from adk_ray.worlds.mog import model, stages, truth
+from adk_ray.worlds.mog.aligners import ALIGNERS
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.kd_methods import seqkd
 from adk_ray.worlds.mog.config import MoGTrialConfig
@@ -69,7 +70,7 @@ def _by_seed(result, seed):
     return {(r["pipeline"], r["stage"], r["iterations"], r["step"]): [r[m] for m in METRICS] for r in rows}
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "grpo", "dpo_online", "dpo_offline"])
+@pytest.mark.parametrize("algorithm", sorted(ALIGNERS))
 def test_batched_run_of_a_seed_equals_that_seed_alone(algorithm):
     cfg = MoGTrialConfig(algorithm=algorithm, beta=0.5, iterations=(15, 30), eval_every=15, **SMALL)
     batched = run_trial(cfg.replace(seeds=(0, 1, 2)))

@@ -221,6 +221,9 @@ ALIGNERS: dict[str, Aligner] = {
     "grpo": Aligner(GRPOSettings.of, GRPO, "B points from π_θ"),
     "dpo_online": Aligner(OnlineSettings.of, partial(OnlinePairs, dpo_loss), "2B points from π_θ, paired"),
     "dpo_offline": Aligner(OfflineSettings.of, partial(OfflinePairs, dpo_loss), "B pairs of a static π_ref set"),
+    # IPO (Azar et al. 2023, eq. 17): DPO's pairs, the squared loss (h − 1/(2β))².
+    "ipo_online": Aligner(OnlineSettings.of, partial(OnlinePairs, ipo_loss), "2B points from π_θ, paired"),
+    "ipo_offline": Aligner(OfflineSettings.of, partial(OfflinePairs, ipo_loss), "B pairs of a static π_ref set"),
 }
 
 
