@@ -17,6 +17,7 @@ from .figures.trajectory import MAX_SETTINGS as TRAJ_SETTINGS
 from .figures.trajectory import settings as trajectory_settings
 from .figures.trajectory import trajectory_figure
 from .models import representative_pictures
+from .mog import Geometry
 from .sections import plan_sections, select_rows, setting_labels, x_labels
 from .style import axis_label
 from .summary import compare, summarize
@@ -110,6 +111,7 @@ def mog_pictures(models: pd.DataFrame, sweep: dict | None, figs, notices: list[s
            "reference model (the sampling trap: p″ rarely visits the target).</div>"]
     for pic in pictures:
         out.append(f"<h3>{escape(pic.label)} · seed {pic.seed}</h3>")
-        out.append(figs.html(density_figure(pic.p_prime, pic.p_dprime, pic.target)))
-        out.append(figs.html(reward_histogram_figure(pic.p_prime, pic.p_dprime, pic.target, scale, alpha)))
+        geometry = Geometry(target=pic.target, reward_scale=scale, reward_alpha=alpha)
+        out.append(figs.html(density_figure(pic.p_prime, pic.p_dprime, geometry)))
+        out.append(figs.html(reward_histogram_figure(pic.p_prime, pic.p_dprime, geometry)))
     return out

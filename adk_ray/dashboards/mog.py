@@ -1,8 +1,7 @@
 """A tiny numpy Mixture of Gaussians for the density pictures (no torch in the dashboard layer).
 
-Mirrors the paper's appendix A.1: p* is the uniform mixture of 8 isotropic Gaussians, covariance 0.05·I,
-centred on {−1.5, 0, 1.5}² minus the origin; R(x) = scale·exp(−α‖x − c_t‖²) with the nearest
-target centre when there are two targets.
+p*, the target centres and the reward come from the world's own torch-free `Geometry` (appendix A.1,
+eq. 4), so a page draws the world its results were made in.
 """
 from __future__ import annotations
 
@@ -10,10 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GRID = (-1.5, 0.0, 1.5)
-CENTRES = np.array([(x, y) for x in GRID for y in GRID if (x, y) != (0.0, 0.0)])
-STD = float(np.sqrt(0.05))
-TARGET_CENTRES = {"single": np.array([[1.5, -1.5]]), "double": np.array([[1.5, -1.5], [0.0, -1.5]])}
+from adk_ray.worlds.mog.geometry import STD, Geometry
+
+__all__ = ["STD", "Geometry", "Mixture", "P_STAR", "p_star", "reward", "density_grid"]
 SAMPLE_SEED = 0
 
 
@@ -46,14 +44,23 @@ class Mixture:
         return self.means[k] + self.scales[k] * rng.standard_normal((n, 2))
 
 
-P_STAR = Mixture(np.full(8, 1 / 8), CENTRES.astype(float), np.full((8, 2), STD))
+def p_star(geometry: Geometry) -> Mixture:
+    """The ground truth of `geometry`: 8 equal-weight modes of std √0.05."""
+    centres = np.array(geometry.centres, dtype=float)
+    return Mixture(np.full(len(centres), 1 / len(centres)), centres, np.full(centres.shape, STD))
 
 
-def reward(x: np.ndarray, target: str = "single", scale: float = 10.0, alpha: float = 2.0) -> np.ndarray:
-    """R(x) = scale·exp(−α‖x − c‖²), c the nearest target centre (eq. 4)."""
-    c = TARGET_CENTRES.get(target, TARGET_CENTRES["single"])
+P_STAR = p_star(Geometry())
+"""p* of the paper's geometry (appendix A.1)."""
+
+
+def reward(x: np.ndarray, geometry: Geometry | str = Geometry()) -> np.ndarray:
+    """R(x) = scale·exp(−α‖x − c‖²), c the nearest target centre (eq. 4); a string names the target
+    of the default geometry."""
+    g = Geometry(target=geometry) if isinstance(geometry, str) else geometry
+    c = np.array(g.target_centres, dtype=float)
     d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1).min(axis=1)
-    return scale * np.exp(-alpha * d2)
+    return g.reward_scale * np.exp(-g.reward_alpha * d2)
 
 
 def density_grid(mix: Mixture, lim: float = 3.0, n: int = 121) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from adk_ray.worlds.mog.aligners import AlignSettings, align
 from adk_ray.worlds.mog.config import MoGTrialConfig
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.kd_methods import KD_METHODS
+from adk_ray.worlds.mog.slices import slice_of
 
 # Fields that may differ between configs batched together; everything else must agree.
 BATCHABLE = ("beta", "iterations", "seeds", "kd_beta")
@@ -147,7 +148,7 @@ class Recorder:
 def fit_references(batch: Batch, cache: StageCache, tracker: "_Tracker") -> References:
     """p' per seed and p'' per (seed, β_KD), from the cache or fitted in one batched call each."""
     base, seeds, kd_pairs = batch.base, batch.seeds, batch.kd_pairs
-    sft = stages.FitSettings.sft(base)
+    sft = stages.sft_settings(base)
     pp_entries, pp_keys = cache.get_many(
         "sft", dataclasses.asdict(sft), seeds, [()] * len(seeds),
         lambda miss: _split(stages.sft([seeds[i] for i in miss], sft, Geometry.of(base),
@@ -156,7 +157,7 @@ def fit_references(batch: Batch, cache: StageCache, tracker: "_Tracker") -> Refe
     by_seed = {s: i for i, s in enumerate(seeds)}
 
     kd = KD_METHODS[base.kd_method]
-    kd_settings = kd.settings(base)
+    kd_settings = slice_of(kd.settings, base)
 
     def make_p_dprime(miss):
         teacher = model.index(p_prime, [by_seed[kd_pairs[i][0]] for i in miss])
@@ -213,7 +214,7 @@ def distil_finals(batch: Batch, aligned: dict, out: Recorder, tracker: "_Tracker
     ak_aligned = model.cat([aligned["A-K", i, it] for i, it in finals])
     kd = KD_METHODS[base.final_kd]
     ak_final = kd.distill(ak_aligned, torch.tensor([batch.units[i].cfg.kd_beta for i, _ in finals]),
-                          [batch.units[i].seed for i, _ in finals], kd.settings(base),
+                          [batch.units[i].seed for i, _ in finals], slice_of(kd.settings, base),
                           progress=tracker.step("final kd", len(finals)))
     out.rows("K-A", "final", ka_final, owners)
     out.rows("A-K", "aligned", ak_aligned, owners)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..mog import P_STAR, STD, TARGET_CENTRES, Mixture, density_grid, reward
+from ..mog import STD, Geometry, Mixture, density_grid, p_star, reward
 from ..style import PIPELINE_COLOURS, TARGET_GREEN
 from .grid import Grid
 
@@ -13,11 +13,11 @@ HIT_FRACTION = 0.5
 """A sample 'hits' the target when R(x) exceeds half the maximum reward (within ~0.6 of a centre)."""
 
 
-def density_figure(p_prime: Mixture | None, p_dprime: Mixture | None, target: str,
+def density_figure(p_prime: Mixture | None, p_dprime: Mixture | None, geometry: Geometry,
                    titles: tuple[str, str, str] = ("p* (ground truth)", "p′ (high recall, A-K reference)",
                                                    "p″ (low recall, K-A reference)")) -> Grid:
     fig = Grid(1, 3, titles=list(titles), hspace=0.05, height=440)
-    for col, mix in enumerate((P_STAR, p_prime, p_dprime), start=1):
+    for col, mix in enumerate((p_star(geometry), p_prime, p_dprime), start=1):
         fig.xaxis(1, col).update(range=[-3, 3], constrain="domain", zeroline=False)
         fig.yaxis(1, col).update(range=[-3, 3], scaleanchor=fig.x_ref(1, col), scaleratio=1,
                                  constrain="domain", zeroline=False)
@@ -37,7 +37,7 @@ def density_figure(p_prime: Mixture | None, p_dprime: Mixture | None, target: st
                             "line": {"width": 1, "color": "black"}},
                  "hovertemplate": "component mean (%{x:.2f}, %{y:.2f})<br>weight %{customdata:.3f}<extra></extra>"},
                 1, col)
-        for cx, cy in TARGET_CENTRES.get(target, TARGET_CENTRES["single"]):
+        for cx, cy in geometry.target_centres:
             r = 2 * STD
             fig.shape(1, col, type="circle", x0=cx - r, x1=cx + r, y0=cy - r, y1=cy + r,
                       line={"color": TARGET_GREEN, "width": 3})
@@ -45,15 +45,15 @@ def density_figure(p_prime: Mixture | None, p_dprime: Mixture | None, target: st
     return fig
 
 
-def reward_histogram_figure(p_prime: Mixture | None, p_dprime: Mixture | None, target: str,
-                            scale: float = 10.0, alpha: float = 2.0) -> Grid:
+def reward_histogram_figure(p_prime: Mixture | None, p_dprime: Mixture | None, geometry: Geometry) -> Grid:
     fig = Grid(1, 1, height=380)
+    scale, alpha = geometry.reward_scale, geometry.reward_alpha
     threshold = HIT_FRACTION * scale
     for mix, name, colour in ((p_prime, "x ~ p′ (A-K reference)", PIPELINE_COLOURS["A-K"]),
                               (p_dprime, "x ~ p″ (K-A reference)", PIPELINE_COLOURS["K-A"])):
         if mix is None:
             continue
-        r = reward(mix.sample(N_SAMPLES), target, scale, alpha)
+        r = reward(mix.sample(N_SAMPLES), geometry)
         # Binned here: 4096 raw samples per trace would only make the page heavier.
         counts, edges = np.histogram(r, bins=40, range=(0.0, scale))
         frac = counts / max(len(r), 1)

@@ -22,6 +22,7 @@ from adk_ray.objectives.rl import grpo_advantage, kl_k3, kl_shaped_reward, ppo_c
 from adk_ray.worlds.mog import model, truth
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.noise import NoiseStream, normal_to_uniform, once
+from adk_ray.worlds.mog.slices import reads, slice_of
 from adk_ray.worlds.mog.stages import Progress, adam, check_finite, step
 
 
@@ -56,16 +57,12 @@ class Update(Protocol):
 
 @dataclass(frozen=True)
 class PPOSettings:
-    clip: float
+    clip: float = reads("ppo_clip")
     """Clipping ε of the surrogate."""
-    epochs: int
+    epochs: int = reads("ppo_epochs")
     """Passes over each sampled batch."""
-    minibatches: int
+    minibatches: int = reads("ppo_minibatches")
     """Minibatches per pass; > 1 makes the ratio (and so the clip) matter after the first."""
-
-    @classmethod
-    def of(cls, cfg) -> "PPOSettings":
-        return cls(cfg.ppo_clip, cfg.ppo_epochs, cfg.ppo_minibatches)
 
 
 class PPO:
@@ -104,12 +101,8 @@ class PPO:
 
 @dataclass(frozen=True)
 class GRPOSettings:
-    std_normalize: bool
+    std_normalize: bool = reads("grpo_std_normalize")
     """Divide the advantage by the batch reward std."""
-
-    @classmethod
-    def of(cls, cfg) -> "GRPOSettings":
-        return cls(cfg.grpo_std_normalize)
 
 
 class GRPO:
@@ -139,19 +132,11 @@ PairLoss = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 class OnlineSettings:
     """On-policy pairs have nothing of their own to set: β, lr and batch size are every aligner's."""
 
-    @classmethod
-    def of(cls, cfg) -> "OnlineSettings":
-        return cls()
-
 
 @dataclass(frozen=True)
 class OfflineSettings:
-    pairs: int
+    pairs: int = reads("dpo_offline_pairs")
     """Size of the static preference set drawn once from π_ref."""
-
-    @classmethod
-    def of(cls, cfg) -> "OfflineSettings":
-        return cls(cfg.dpo_offline_pairs)
 
 
 class OnlinePairs:
@@ -208,8 +193,8 @@ def _gather(points: Tensor, idx: Tensor) -> Tensor:
 class Aligner:
     """One entry of ALIGNERS."""
 
-    settings: Callable[[Any], Any]
-    """The settings slice this aligner reads, from the flat trial config."""
+    settings: type
+    """The settings slice this aligner reads (a frozen dataclass; `slices.slice_of` fills it)."""
     start: Callable[[Any, Run], Update]
     """(settings slice, run) -> its state and per-step update."""
     samples: str
@@ -217,13 +202,13 @@ class Aligner:
 
 
 ALIGNERS: dict[str, Aligner] = {
-    "ppo": Aligner(PPOSettings.of, PPO, "B points from π_old"),
-    "grpo": Aligner(GRPOSettings.of, GRPO, "B points from π_θ"),
-    "dpo_online": Aligner(OnlineSettings.of, partial(OnlinePairs, dpo_loss), "2B points from π_θ, paired"),
-    "dpo_offline": Aligner(OfflineSettings.of, partial(OfflinePairs, dpo_loss), "B pairs of a static π_ref set"),
+    "ppo": Aligner(PPOSettings, PPO, "B points from π_old"),
+    "grpo": Aligner(GRPOSettings, GRPO, "B points from π_θ"),
+    "dpo_online": Aligner(OnlineSettings, partial(OnlinePairs, dpo_loss), "2B points from π_θ, paired"),
+    "dpo_offline": Aligner(OfflineSettings, partial(OfflinePairs, dpo_loss), "B pairs of a static π_ref set"),
     # IPO (Azar et al. 2023, eq. 17): DPO's pairs, the squared loss (h − 1/(2β))².
-    "ipo_online": Aligner(OnlineSettings.of, partial(OnlinePairs, ipo_loss), "2B points from π_θ, paired"),
-    "ipo_offline": Aligner(OfflineSettings.of, partial(OfflinePairs, ipo_loss), "B pairs of a static π_ref set"),
+    "ipo_online": Aligner(OnlineSettings, partial(OnlinePairs, ipo_loss), "2B points from π_θ, paired"),
+    "ipo_offline": Aligner(OfflineSettings, partial(OfflinePairs, ipo_loss), "B pairs of a static π_ref set"),
 }
 
 
@@ -248,8 +233,8 @@ class AlignSettings:
 
     @classmethod
     def of(cls, cfg) -> "AlignSettings":
-        return cls(cfg.algorithm, ALIGNERS[cfg.algorithm].settings(cfg), cfg.lr, cfg.batch_size, cfg.eval_every,
-                   Geometry.of(cfg))
+        return cls(cfg.algorithm, slice_of(ALIGNERS[cfg.algorithm].settings, cfg), cfg.lr, cfg.batch_size,
+                   cfg.eval_every, Geometry.of(cfg))
 
 
 def align(reference: model.Params, seeds, beta: Tensor, iterations, settings: AlignSettings, *,

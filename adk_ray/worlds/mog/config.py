@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from adk_ray.worlds.mog.aligners import ALIGNERS
 from adk_ray.worlds.mog.geometry import TARGET_CELLS
 from adk_ray.worlds.mog.kd_methods import KD_METHODS
+from adk_ray.worlds.mog.slices import slice_of
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class MoGTrialConfig:
     teacher samples), 'pad_vpd', 'pad_ppd'."""
     final_kd_method: str = ""
     """The A-K final KD's method when it differs from kd_method ('' follows kd_method)."""
+    # -- fitting stages (stages.FitSettings, pad_kd.PADSettings)
     sft_iterations: int = 2000
     """Adam steps fitting p' to samples of p*."""
     kd_iterations: int = 2000
@@ -48,6 +50,7 @@ class MoGTrialConfig:
     """Adam learning rate of every stage (appendix A.2)."""
     batch_size: int = 256
     """Samples per step for every stage; DPO draws batch_size pairs."""
+    # -- aligners' own settings (their slices in aligners.ALIGNERS)
     ppo_clip: float = 0.2
     """PPO clipping ε."""
     ppo_epochs: int = 1
@@ -58,6 +61,7 @@ class MoGTrialConfig:
     """Divide the GRPO advantage by the batch reward std."""
     dpo_offline_pairs: int = 2560
     """Size of the static preference set drawn once from π_ref (every off-policy pair aligner)."""
+    # -- geometry and metrics (geometry.Geometry, stages.evaluate)
     reward_scale: float = 10.0
     """R(x) = reward_scale · exp(−reward_alpha ‖x − c_t‖²) (eq. 4)."""
     reward_alpha: float = 2.0
@@ -66,6 +70,7 @@ class MoGTrialConfig:
     """Monte-Carlo samples per metric estimate (eq. 5–6)."""
     eval_every: int = 0
     """Learning-curve interval in alignment steps (0: no curve rows)."""
+    # -- PAD (pad_kd.PADSettings)
     pad_n: int = 4
     """PAD: responses per group the student samples (PAD paper §4.1)."""
     pad_beta: float = 10.0
@@ -88,9 +93,9 @@ class MoGTrialConfig:
         if not problems:
             # The settings slices check what only they know (e.g. PAD's group size against the batch).
             try:
-                ALIGNERS[self.algorithm].settings(self)
+                slice_of(ALIGNERS[self.algorithm].settings, self)
                 for method in {self.kd_method, self.final_kd}:
-                    KD_METHODS[method].settings(self)
+                    slice_of(KD_METHODS[method].settings, self)
             except ValueError as e:
                 problems.append(str(e))
         if problems:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 from torch import Tensor
 
@@ -29,14 +29,14 @@ def seqkd(teacher: model.Params, kd_beta: Tensor, seeds, settings: FitSettings,
 class KDMethod:
     """One entry of KD_METHODS."""
 
-    settings: Callable[[Any], Any]
-    """The settings slice, from the flat trial config (its fields key the stage cache)."""
+    settings: type
+    """The settings slice (a frozen dataclass `slices.slice_of` fills; its fields key the stage cache)."""
     distill: Callable[..., model.Params]
     """distill(teacher, kd_beta [T], seeds, settings, progress=None) -> the K-component student."""
 
 
 KD_METHODS: dict[str, KDMethod] = {
-    "seqkd": KDMethod(FitSettings.kd, seqkd),
-    "pad_vpd": KDMethod(PADSettings.of, partial(distill_pad, loss=vpd_loss)),   # PAD paper eq. 10
-    "pad_ppd": KDMethod(PADSettings.of, partial(distill_pad, loss=ppd_loss)),   # PAD paper eq. 11–12
+    "seqkd": KDMethod(FitSettings, seqkd),
+    "pad_vpd": KDMethod(PADSettings, partial(distill_pad, loss=vpd_loss)),   # PAD paper eq. 10
+    "pad_ppd": KDMethod(PADSettings, partial(distill_pad, loss=ppd_loss)),   # PAD paper eq. 11–12
 }

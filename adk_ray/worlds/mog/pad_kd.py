@@ -25,28 +25,22 @@ from torch import Tensor
 from adk_ray.objectives.kd import kd_reweight_logits
 from adk_ray.worlds.mog import model
 from adk_ray.worlds.mog.noise import NoiseStream
-from adk_ray.worlds.mog.stages import Progress, adam, check_finite, init_student, step
+from adk_ray.worlds.mog.slices import reads
+from adk_ray.worlds.mog.stages import FitSettings, Progress, adam, check_finite, init_student, step
 
 __all__ = ["PADSettings", "distill_pad", "tempered", "sample_tempered"]
 
 
 @dataclass(frozen=True)
-class PADSettings:
-    """The settings slice of a PAD KD stage; the field names are the stage cache's key."""
+class PADSettings(FitSettings):
+    """The settings slice of a PAD KD stage: seqkd's, and PAD's own (field names key the stage cache).
+    The student draws batch_size samples per step, G = batch_size // pad_n groups."""
 
-    n_components: int
-    """K of the student."""
-    iterations: int
-    """Adam steps."""
-    lr: float
-    """Adam learning rate."""
-    batch_size: int
-    """Student samples per step (G = batch_size // pad_n groups)."""
-    pad_n: int
+    pad_n: int = reads("pad_n")
     """Responses per group, n (PAD paper §4.1)."""
-    pad_beta: float
+    pad_beta: float = reads("pad_beta")
     """Plackett–Luce inverse temperature β."""
-    pad_temperature: float
+    pad_temperature: float = reads("pad_temperature")
     """Sampling temperature τ of the student's responses."""
 
     def __post_init__(self) -> None:
@@ -56,11 +50,6 @@ class PADSettings:
             raise ValueError(f"batch_size {self.batch_size} is smaller than the PAD group size pad_n={self.pad_n}")
         if not self.pad_temperature > 0:
             raise ValueError(f"pad_temperature must be > 0, got {self.pad_temperature}")
-
-    @classmethod
-    def of(cls, cfg) -> "PADSettings":
-        return cls(cfg.n_final_modes, cfg.kd_iterations, cfg.lr, cfg.batch_size, cfg.pad_n, cfg.pad_beta,
-                   cfg.pad_temperature)
 
 
 def tempered(params: model.Params, temperature: float) -> model.Params:

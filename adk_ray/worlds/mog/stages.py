@@ -18,6 +18,7 @@ from adk_ray.columns import METRICS  # noqa: F401 - the keys `evaluate` returns
 from adk_ray.worlds.mog import model, truth
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.noise import NoiseStream, once
+from adk_ray.worlds.mog.slices import reads
 
 INIT_SCALE = 0.5  # initial per-axis std of every fitted component: broad enough to see its neighbours
 Progress = Callable[[int], None] | None
@@ -25,25 +26,23 @@ Progress = Callable[[int], None] | None
 
 @dataclass(frozen=True)
 class FitSettings:
-    """A maximum-likelihood fit of a K-component MoG (SFT, seqkd); the field names are the stage
-    cache's key, so they stay as they are."""
+    """A KD stage's fit of a K-component MoG (seqkd; PAD extends it). The field names are the stage
+    cache's key, so they stay as they are. SFT fills the same fields from its own config fields
+    (`sft_settings`)."""
 
-    n_components: int
+    n_components: int = reads("n_final_modes")
     """K of the fitted model."""
-    iterations: int
-    """Adam steps, one fresh batch of teacher samples each."""
-    lr: float
+    iterations: int = reads("kd_iterations")
+    """Adam steps, one fresh batch each."""
+    lr: float = reads("lr")
     """Adam learning rate (appendix A.2)."""
-    batch_size: int
-    """Teacher samples per step."""
+    batch_size: int = reads("batch_size")
+    """Samples per step."""
 
-    @classmethod
-    def sft(cls, cfg) -> "FitSettings":
-        return cls(cfg.n_sft_modes, cfg.sft_iterations, cfg.lr, cfg.batch_size)
 
-    @classmethod
-    def kd(cls, cfg) -> "FitSettings":
-        return cls(cfg.n_final_modes, cfg.kd_iterations, cfg.lr, cfg.batch_size)
+def sft_settings(cfg) -> FitSettings:
+    """p''s fit: n_sft_modes components, sft_iterations steps."""
+    return FitSettings(cfg.n_sft_modes, cfg.sft_iterations, cfg.lr, cfg.batch_size)
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
