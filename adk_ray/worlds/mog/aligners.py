@@ -233,8 +233,8 @@ class AlignSettings:
 
     @classmethod
     def of(cls, cfg) -> "AlignSettings":
-        return cls(cfg.algorithm, slice_of(ALIGNERS[cfg.algorithm].settings, cfg), cfg.lr, cfg.batch_size,
-                   cfg.eval_every, Geometry.of(cfg))
+        return cls(algorithm=cfg.algorithm, method=slice_of(ALIGNERS[cfg.algorithm].settings, cfg), lr=cfg.lr,
+                   batch_size=cfg.batch_size, eval_every=cfg.eval_every, geometry=Geometry.of(cfg))
 
 
 def align(reference: model.Params, seeds, beta: Tensor, iterations, settings: AlignSettings, *,
@@ -249,8 +249,9 @@ def align(reference: model.Params, seeds, beta: Tensor, iterations, settings: Al
     wanted = sorted(set(int(i) for i in iterations))
     policy = model.trainable(reference)
     opt = adam(policy.values(), settings.lr)
-    run = Run(policy, model.detach(reference), opt, list(seeds), beta.reshape(len(seeds), 1),
-              truth.Reward(settings.geometry), settings.batch_size, settings.lr)
+    run = Run(policy=policy, ref=model.detach(reference), opt=opt, seeds=list(seeds),
+              beta=beta.reshape(len(seeds), 1), reward=truth.Reward(settings.geometry),
+              batch_size=settings.batch_size, lr=settings.lr)
     update = ALIGNERS[settings.algorithm].start(settings.method, run)
     curve = on_eval if settings.eval_every else None
 

@@ -42,7 +42,8 @@ class FitSettings:
 
 def sft_settings(cfg) -> FitSettings:
     """p''s fit: n_sft_modes components, sft_iterations steps."""
-    return FitSettings(cfg.n_sft_modes, cfg.sft_iterations, cfg.lr, cfg.batch_size)
+    return FitSettings(n_components=cfg.n_sft_modes, iterations=cfg.sft_iterations, lr=cfg.lr,
+                       batch_size=cfg.batch_size)
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
