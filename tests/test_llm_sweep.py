@@ -24,7 +24,7 @@ MODELS = {("K-A", "p_prime"), ("A-K", "p_prime"), ("K-A", "p_dprime"), ("K-A", "
 @pytest.mark.parametrize("name", LLM_SWEEPS)
 def test_llm_sweeps_plan_in_full_and_smoke(name):
     spec = load_spec(name)
-    assert spec.world == "llm"
+    assert spec.world.name == "llm"
     full = plan_trials(spec)
     smoke = plan_trials(shrink(spec))
     assert full and smoke and len(smoke) <= len(full)

@@ -12,6 +12,7 @@ from adk_ray.service.plan import plan_trials
 from adk_ray.service.smoke import shrink
 from adk_ray.service.spec import load_spec, parse_spec
 from adk_ray.service.values import SpecError
+from adk_ray.worlds.mog.config import MoGTrialConfig
 
 PAPER_SWEEPS = {"mog_ppo", "mog_grpo", "mog_dpo", "mog_dpo_offline", "mog_multi_target_ppo",
                 "mog_multi_target_dpo", "mog_multi_target_grpo", "mog_kd_modes", "mog_kd_beta",
@@ -189,11 +190,11 @@ def test_trial_ids_are_stable_and_depend_on_every_setting():
 # ------------------------------------------------------------------------------------------ --set
 
 def test_parse_set():
-    assert parse_set("beta=1.0,2.0") == ("beta", ["1.0", "2.0"])
-    assert parse_set(" seeds = 8 ") == ("seeds", ["8"])
+    assert parse_set("beta=1.0,2.0", MoGTrialConfig) == ("beta", ["1.0", "2.0"])
+    assert parse_set(" seeds = 8 ", MoGTrialConfig) == ("seeds", ["8"])
     for bad in ("beta", "=1", "beta=", "beta=1,,2"):
         with pytest.raises(SpecError):
-            parse_set(bad)
+            parse_set(bad, MoGTrialConfig)
 
 
 def test_set_replaces_an_axis_in_every_sub_grid_and_sets_seeds():

@@ -14,16 +14,17 @@ from adk_ray.service.search import CONSTRAINT_KEY, make_searcher, past_trials
 from adk_ray.service.spec import load_spec
 from adk_ray.service.smoke import shrink
 from adk_ray.service.store import ResultStore
+from adk_ray.service.worlds import MOG
 from adk_ray.worlds.mog.config import MoGTrialConfig
 
 TINY = MoGTrialConfig(iterations=(5, 10), seeds=(0, 1), sft_iterations=20, kd_iterations=20, eval_samples=256,
                       eval_every=5, batch_size=64)
-META = TrialMeta(sweep="t", code_version="test")
+META = TrialMeta(sweep="t", code_version="test", world=MOG)
 
 
 def test_error_rows_carry_the_params_and_null_metrics():
     t = error_table(TINY, META, "FloatingPointError: boom", 1.5)
-    assert t.schema == results_schema()
+    assert t.schema == results_schema(MOG)
     rows = t.to_pylist()
     assert len(rows) == 2 * 2 * 2  # pipelines × seeds × iteration counts
     assert {(r["pipeline"], r["seed"], r["iterations"]) for r in rows} == \
@@ -42,7 +43,7 @@ def test_a_real_trial_is_written_atomically_with_the_fixed_schema(tmp_path):
     assert sorted(p.name for p in (tmp_path / "t" / "data").iterdir()) == [f"{tid}.parquet"]  # no temp left
     assert (tmp_path / "t" / "models" / f"{tid}.parquet").exists()
     back = ds.dataset(str(tmp_path / "t" / "data")).to_table()
-    assert back.schema == results_schema() and back.num_rows == table.num_rows
+    assert back.schema == results_schema(MOG) and back.num_rows == table.num_rows
     finals = [r for r in back.to_pylist() if r["stage"] == "final"]
     assert len(finals) == 2 * 2 * 2 and all(r["status"] == "ok" and r["error"] is None for r in finals)
     assert all(math.isfinite(r["target_precision"]) for r in finals)

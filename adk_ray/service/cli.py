@@ -58,35 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
     ray = p.add_argument_group("Ray")
     ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS as `ray job submit` "
                      "sets it, else a cluster `ray start` left on this machine, else an embedded one)")
-    ray.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
-    ray.add_argument("--cpus-per-trial", type=_positive_float, default=None, metavar="N",
+    ray.add_argument("--max-concurrent", type=_positive(int), metavar="N", help="trials running at once")
+    ray.add_argument("--cpus-per-trial", type=_positive(float), default=None, metavar="N",
                      help="CPUs reserved per trial (default 1 in the MoG world; none in the LLM world, whose "
                      "trials only drive Ray Train runs and Ray tasks that reserve their own)")
-    ray.add_argument("--num-cpus", type=_positive_int, metavar="N",
+    ray.add_argument("--num-cpus", type=_positive(int), metavar="N",
                      help="start a fresh embedded cluster with N CPUs")
     ray.add_argument("--no-dashboard", action="store_true",
                      help="start a fresh embedded cluster without the Ray dashboard")
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
+def _positive(kind: type):
+    """argparse type: a number of `kind` (int or float) above zero, with a one-line complaint otherwise."""
+    noun = "an integer" if kind is int else "a number"
 
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{v} must be > 0")
-    return v
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{v} must be {'>= 1' if kind is int else '> 0'}")
+        return v
+    return parse
 
 
 def print_list() -> None:

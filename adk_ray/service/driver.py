@@ -20,7 +20,6 @@ from adk_ray.service.spec import SweepSpec, check_base, load_spec
 from adk_ray.service.store import ResultStore
 from adk_ray.service.values import SpecError
 from adk_ray.service.version import code_version
-from adk_ray.service.worlds import config_class
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def describe(spec: SweepSpec, trial_ids: list[str], params: dict[str, dict]) -> 
     """sweep.json: the resolved spec, for the dashboard (which axis varies in which sub-grid)."""
     search = spec.search and {**dataclasses.asdict(spec.search),
                               "constraint": str(spec.search.constraint) if spec.search.constraint else None}
-    return {"name": spec.name, "hypothesis": spec.hypothesis, "world": spec.world, "source": spec.path,
+    return {"name": spec.name, "hypothesis": spec.hypothesis, "world": spec.world.name, "source": spec.path,
             "fixed": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.fixed.items()},
             "grid": [{k: list(v) for k, v in sub.items()} for sub in spec.grid],
             "seeds": list(spec.seeds), "group_by": list(spec.group_by), "smoke": spec.smoke,
@@ -151,7 +150,7 @@ def _progress(spec, store, meta, total, done, failed, dashboard, trials):
     def on_crash(trial_config: dict, message: str) -> None:
         """A trial whose process died never wrote its rows: write its error rows here."""
         if spec.search:
-            cfg = config_class(spec.world).from_dict({**dataclasses.asdict(check_base(spec)), **trial_config})
+            cfg = spec.world.config.from_dict({**dataclasses.asdict(check_base(spec)), **trial_config})
         else:
             cfg = configs[trial_config["trial"]["trial_id"]]
         if trial_id_of(cfg) not in store.finished_ids():

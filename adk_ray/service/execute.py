@@ -14,7 +14,7 @@ import pyarrow as pa
 from adk_ray.service.plan import trial_id_of
 from adk_ray.service.rows import TrialMeta, error_table, models_table, ok_table
 from adk_ray.service.store import ResultStore
-from adk_ray.service.worlds import TrialConfig, run_world_trial
+from adk_ray.service.worlds import TrialConfig, World
 
 MAX_ERROR_CHARS = 2000
 
@@ -26,21 +26,16 @@ class TrialContext:
     storage: str
     """Storage location (absolute local path or URI); results go to <storage>/<sweep>/."""
     meta: TrialMeta
-    """Sweep name, code version and world stamped on the rows."""
+    """Sweep name, code version and world (which runs the trial and is stamped on its rows)."""
 
 
-def cache_dir_for(store: ResultStore, world: str = "mog") -> str:
-    """The world's shared-stage cache: next to the results when local, else a node-local temp dir.
-    The LLM world's models and token sets are shared by every sweep of one storage (llm_ppo, llm_dpo,
-    llm_tau and llm_pad start from the same p', p'' and p_target of a seed), so they live beside the
-    sweeps, in <storage>/llm_cache."""
-    if world == "llm":
-        root = os.path.dirname(store.path("cache")) if store.is_local else os.path.join(
-            tempfile.gettempdir(), "adk_ray_cache", "_")
-        return os.path.join(os.path.dirname(root), "llm_cache")
+def cache_dir_for(store: ResultStore, world: World) -> str:
+    """The world's shared-stage cache (`World.cache`): under the storage when it is local, else under a
+    node-local temp dir (the cache is a local disk cache with file locks)."""
+    relative = world.cache.format(sweep=store.sweep)
     if store.is_local:
-        return store.path("cache")
-    return os.path.join(tempfile.gettempdir(), "adk_ray_cache", store.sweep)
+        return os.path.join(os.path.dirname(store.root), relative)
+    return os.path.join(tempfile.gettempdir(), "adk_ray_cache", relative)
 
 
 def run_and_store(cfg: TrialConfig, ctx: TrialContext) -> pa.Table:
@@ -48,7 +43,7 @@ def run_and_store(cfg: TrialConfig, ctx: TrialContext) -> pa.Table:
     store = ResultStore(ctx.storage, ctx.meta.sweep)
     start = time.monotonic()
     try:
-        result = run_world_trial(cfg, cache_dir_for(store, ctx.meta.world))
+        result = ctx.meta.world.run(cfg, cache_dir_for(store, ctx.meta.world))
         wall = time.monotonic() - start
         data = ok_table(result.rows, cfg, ctx.meta, wall)
         models = models_table(result.models, cfg, ctx.meta) if result.models else None

@@ -14,20 +14,20 @@ from adk_ray.service.spec import SweepSpec, check_base, parse_seeds
 from adk_ray.service.values import TUPLE_FIELDS, SpecError, check_key, coerce
 
 
-def parse_set(text: str, world: str = "mog") -> tuple[str, list[str]]:
+def parse_set(text: str, config: type) -> tuple[str, list[str]]:
     """'beta=1.0,2.0' -> ('beta', ['1.0', '2.0'])."""
     key, eq, value = text.partition("=")
     key = key.strip()
     items = [v.strip() for v in value.split(",")]
     if not eq or not key or not value.strip() or any(not v for v in items):
         raise SpecError(f"--set {text!r}: expected KEY=VALUE or KEY=V1,V2,... (e.g. --set beta=1.0,2.0)")
-    check_key(key, f"--set {text}", world)
+    check_key(key, f"--set {text}", config)
     return key, items
 
 
 def apply_sets(spec: SweepSpec, sets: list[str]) -> SweepSpec:
     for text in sets:
-        key, items = parse_set(text, spec.world)
+        key, items = parse_set(text, spec.world.config)
         spec = _apply_one(spec, key, items, f"--set {text}")
     check_base(spec)
     return spec
@@ -39,7 +39,7 @@ def _apply_one(spec: SweepSpec, key: str, items: list[str], where: str) -> Sweep
         return dataclasses.replace(spec, seeds=seeds)
     if spec.search and key in spec.search.space:
         raise SpecError(f"{where}: {key} is searched by this sweep; searched keys cannot be --set")
-    typed = [coerce(key, v, where, spec.world) for v in items]
+    typed = [coerce(key, v, where, spec.world.config) for v in items]
     if key in TUPLE_FIELDS:  # iterations: each item is one int
         typed = [v for t in typed for v in t]
     typed = tuple(dict.fromkeys(typed))

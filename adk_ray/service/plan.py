@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from adk_ray.service.spec import SweepSpec
 from adk_ray.service.values import SpecError
-from adk_ray.service.worlds import TrialConfig, config_class
+from adk_ray.service.worlds import TrialConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def plan_trials(spec: SweepSpec) -> list[PlannedTrial]:
     Points merge when their *full* configs (defaults included) agree apart from `iterations`, so a
     sub-grid that spells out a default value still lands on the same trial as one that omits it.
     """
-    cls = config_class(spec.world)
+    cls = spec.world.config
     base_iterations = spec.fixed.get("iterations", cls.iterations)
     fixed = {k: v for k, v in spec.fixed.items() if k != "iterations"}
     points: dict[str, tuple[TrialConfig, dict, set]] = {}
@@ -74,6 +74,6 @@ def check_search(spec: SweepSpec) -> None:
     for key, r in spec.search.space.items():
         for v in r.choices or (r.low, r.high):
             try:
-                config_class(spec.world).from_dict({**spec.fixed, key: v, "seeds": spec.seeds})
+                spec.world.config.from_dict({**spec.fixed, key: v, "seeds": spec.seeds})
             except (ValueError, TypeError) as e:
                 raise SpecError(f"{spec.path}: search.space.{key} = {v}: {e}") from None

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from adk_ray.service.values import SpecError
+from adk_ray.service.worlds import World
 
 
 DRIVER_MEMORY = 256 * 2 ** 20
@@ -35,14 +36,11 @@ class RayOptions:
             return {"cpu": self.cpus_per_trial}
         return {"cpu": 0, "memory": DRIVER_MEMORY}
 
-    def for_world(self, world: str) -> "RayOptions":
-        """Defaults per world. MoG: 1 CPU per trial (single-threaded), as many trials as CPUs. LLM: a trial
-        is only a driver (its Ray Train workers and Ray tasks reserve their own CPUs/GPUs), so no CPU
-        (`trial_resources`), and one trial at a time, since trials of a sweep share each seed's chain of models."""
-        if world == "llm":
-            return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 0.0,
-                                       max_concurrent=self.max_concurrent or 1)
-        return dataclasses.replace(self, cpus_per_trial=self.cpus_per_trial or 1.0)
+    def for_world(self, world: World) -> "RayOptions":
+        """The world's defaults (`World.cpus_per_trial`, `World.max_concurrent`) where the user gave none."""
+        return dataclasses.replace(
+            self, cpus_per_trial=world.cpus_per_trial if self.cpus_per_trial is None else self.cpus_per_trial,
+            max_concurrent=world.max_concurrent if self.max_concurrent is None else self.max_concurrent)
 
 
 def check_reachable(address: str | None) -> None:

@@ -11,7 +11,7 @@ from adk_ray.columns import PIPELINES
 from adk_ray.service.plan import config_json, trial_id_of
 from adk_ray.service.schema import results_schema
 from adk_ray.service.values import TUPLE_FIELDS
-from adk_ray.service.worlds import TrialConfig, world_of
+from adk_ray.service.worlds import TrialConfig, World
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +24,19 @@ class TrialMeta:
     """Sweep name."""
     code_version: str
     """`git describe` of the code, or the package version."""
-    world: str = "mog"
-    """World that ran it."""
+    world: World
+    """World that ran it (its name is the rows' `world` column)."""
 
 
 def _config_row(cfg: TrialConfig, meta: TrialMeta, wall_seconds: float | None) -> dict:
     """Columns every row of the trial shares: its scalar config fields and the service columns."""
     scalars = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in TUPLE_FIELDS}
-    return {"sweep": meta.sweep, "trial_id": trial_id_of(cfg), "world": meta.world, **scalars,
+    return {"sweep": meta.sweep, "trial_id": trial_id_of(cfg), "world": meta.world.name, **scalars,
             "wall_seconds": wall_seconds, "config_json": config_json(cfg), "code_version": meta.code_version}
 
 
 def ok_table(rows: list[dict], cfg: TrialConfig, meta: TrialMeta, wall_seconds: float) -> pa.Table:
-    schema = results_schema(world_of(cfg))
+    schema = results_schema(meta.world)
     extra = sorted({k for r in rows for k in r} - set(schema.names))
     if extra:  # the schema is fixed so every file of a sweep reads as one table; say what is dropped
         log.warning("dropping columns the results schema does not have: %s", ", ".join(extra))
@@ -57,7 +57,7 @@ def error_table(cfg: TrialConfig, meta: TrialMeta, message: str, wall_seconds: f
     rows = [{**shared, "pipeline": p, "stage": "final", "seed": s, "iterations": it,
              "status": "error", "error": message}
             for p in PIPELINES for s in cfg.seeds for it in cfg.iterations]
-    return pa.Table.from_pylist(rows, schema=results_schema(world_of(cfg)))
+    return pa.Table.from_pylist(rows, schema=results_schema(meta.world))
 
 
 def models_table(models: list[dict], cfg: TrialConfig, meta: TrialMeta) -> pa.Table:

@@ -14,8 +14,9 @@ import yaml
 
 from adk_ray.columns import METRICS
 
-from adk_ray.service.values import SpecError, check_key, coerce
-from adk_ray.service.worlds import WORLDS, TrialConfig, config_class
+from adk_ray.service.values import SpecError, check_key, coerce, int_tuple
+from adk_ray.service.worlds import DEFAULT_WORLD, TrialConfig, World, world_named
+
 TOP_KEYS = ("world", "fixed", "grid", "seeds", "group_by", "search")
 SEARCH_KEYS = ("kind", "metric", "mode", "num_samples", "space", "constraint", "seed", "pipeline")
 DEFAULT_SEEDS = 20
@@ -86,8 +87,8 @@ class SweepSpec:
     """The YAML file it came from."""
     hypothesis: str
     """The file's first-line comment."""
-    world: str = "mog"
-    """Which world runs the trials (WORLDS)."""
+    world: World
+    """Which world runs the trials (the sweep file's `world:`, looked up in WORLDS)."""
     fixed: dict = field(default_factory=dict)
     """Field -> value held by every trial (on top of the trial config's defaults)."""
     grid: tuple[dict, ...] = ()
@@ -172,13 +173,14 @@ def parse_spec(text: str, name: str, path: str) -> SweepSpec:
     if not hypothesis:
         raise SpecError(f"{path}: the first line must be a '# Hypothesis: ...' comment")
 
-    world = data.get("world", "mog")
-    if world not in WORLDS:
-        raise SpecError(f"{path}: world {world!r} is not supported; valid worlds: {', '.join(WORLDS)}")
-    fixed = _parse_fixed(data.get("fixed") or {}, path, world)
-    grid = _parse_grid(data.get("grid"), path, world)
+    try:
+        world = world_named(data.get("world", DEFAULT_WORLD))
+    except ValueError as e:
+        raise SpecError(f"{path}: {e}") from None
+    fixed = _parse_fixed(data.get("fixed") or {}, path, world.config)
+    grid = _parse_grid(data.get("grid"), path, world.config)
     seeds = parse_seeds(data.get("seeds", DEFAULT_SEEDS), path)
-    search = _parse_search(data["search"], path, world) if data.get("search") is not None else None
+    search = _parse_search(data["search"], path, world.config) if data.get("search") is not None else None
     if search and grid:
         raise SpecError(f"{path}: a sweep has either a grid or a search, not both")
     if search:
@@ -192,7 +194,7 @@ def parse_spec(text: str, name: str, path: str) -> SweepSpec:
     if not isinstance(group_by, list):
         raise SpecError(f"{path}: group_by must be a list of config fields")
     for g in group_by:
-        check_key(str(g), f"{path}: group_by", world)
+        check_key(str(g), f"{path}: group_by", world.config)
     spec = SweepSpec(name=name, path=path, hypothesis=hypothesis, world=world, fixed=fixed, grid=grid,
                      seeds=seeds, group_by=tuple(group_by), search=search)
     check_base(spec)
@@ -202,7 +204,7 @@ def parse_spec(text: str, name: str, path: str) -> SweepSpec:
 def check_base(spec: SweepSpec) -> TrialConfig:
     """The fixed settings alone must make a valid config (grid points are checked by the planner)."""
     try:
-        return config_class(spec.world).from_dict({**spec.fixed, "seeds": spec.seeds})
+        return spec.world.config.from_dict({**spec.fixed, "seeds": spec.seeds})
     except (ValueError, TypeError) as e:
         raise SpecError(f"{spec.path}: fixed: {e}") from None
 
@@ -210,27 +212,27 @@ def check_base(spec: SweepSpec) -> TrialConfig:
 def parse_seeds(value, where: str) -> tuple[int, ...]:
     """`N` means seeds 0..N-1; a list names the seeds. `where` prefixes error messages."""
     if isinstance(value, (list, tuple)):
-        seeds = coerce("seeds", list(value), where)
+        seeds = int_tuple("seeds", list(value), where)
         if not seeds:
             raise SpecError(f"{where}: seeds: the list of seeds is empty")
         if min(seeds) < 0 or len(set(seeds)) != len(seeds):
             raise SpecError(f"{where}: seeds must be distinct non-negative integers, got {list(seeds)}")
         return seeds
-    (n,) = coerce("seeds", value, where)
+    (n,) = int_tuple("seeds", value, where)
     if n < 1:
         raise SpecError(f"{where}: seeds: the number of seeds must be >= 1, got {n}")
     return tuple(range(n))
 
 
-def _parse_fixed(fixed, path: str, world: str) -> dict:
+def _parse_fixed(fixed, path: str, config: type) -> dict:
     if not isinstance(fixed, dict):
         raise SpecError(f"{path}: fixed must be a mapping of config fields to values")
     if "seeds" in fixed:
         raise SpecError(f"{path}: fixed: seeds is a top-level key (seeds: N or seeds: [list])")
-    return {k: coerce(k, v, f"{path}: fixed", world) for k, v in fixed.items()}
+    return {k: coerce(k, v, f"{path}: fixed", config) for k, v in fixed.items()}
 
 
-def _parse_grid(grid, path: str, world: str) -> tuple[dict, ...]:
+def _parse_grid(grid, path: str, config: type) -> tuple[dict, ...]:
     if grid is None:
         return ()
     subs = [grid] if isinstance(grid, dict) else grid
@@ -248,7 +250,7 @@ def _parse_grid(grid, path: str, world: str) -> tuple[dict, ...]:
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise SpecError(f"{where}: axis {key} has no values")
-            typed = [coerce(key, v, where, world) for v in values]
+            typed = [coerce(key, v, where, config) for v in values]
             if key == "iterations":  # each value is itself an int here; the trial holds the tuple
                 typed = [v for t in typed for v in t]
             axes[key] = tuple(dict.fromkeys(typed))
@@ -256,7 +258,7 @@ def _parse_grid(grid, path: str, world: str) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _parse_search(s, path: str, world: str) -> SearchSpec:
+def _parse_search(s, path: str, config: type) -> SearchSpec:
     where = f"{path}: search"
     if not isinstance(s, dict):
         raise SpecError(f"{where}: must be a mapping with keys {', '.join(SEARCH_KEYS)}")
@@ -280,7 +282,7 @@ def _parse_search(s, path: str, world: str) -> SearchSpec:
     space_in = s.get("space")
     if not isinstance(space_in, dict) or not space_in:
         raise SpecError(f"{where}: space must map config fields to {{low, high[, log]}} or {{choices: [...]}}")
-    space = {key: _parse_range(key, r, f"{where}.space", world) for key, r in space_in.items()}
+    space = {key: _parse_range(key, r, f"{where}.space", config) for key, r in space_in.items()}
     constraint = parse_constraint(s["constraint"], where) if s.get("constraint") else None
     seed = s.get("seed", 0)
     if not isinstance(seed, int):
@@ -289,8 +291,8 @@ def _parse_search(s, path: str, world: str) -> SearchSpec:
                       seed=seed, pipeline=pipeline)
 
 
-def _parse_range(key: str, r, where: str, world: str) -> ParamRange:
-    check_key(key, where, world)
+def _parse_range(key: str, r, where: str, config: type) -> ParamRange:
+    check_key(key, where, config)
     if key in ("seeds", "iterations"):
         raise SpecError(f"{where}: {key} cannot be searched (it is batched inside each trial)")
     if not isinstance(r, dict):
@@ -298,11 +300,11 @@ def _parse_range(key: str, r, where: str, world: str) -> ParamRange:
     if "choices" in r:
         if set(r) != {"choices"} or not isinstance(r["choices"], list) or not r["choices"]:
             raise SpecError(f"{where}.{key}: choices must be a non-empty list (and alone)")
-        return ParamRange(choices=tuple(coerce(key, c, where, world) for c in r["choices"]))
+        return ParamRange(choices=tuple(coerce(key, c, where, config) for c in r["choices"]))
     extra = sorted(set(r) - {"low", "high", "log"})
     if extra or "low" not in r or "high" not in r:
         raise SpecError(f"{where}.{key}: give low and high (and optionally log: true)")
-    low, high = coerce(key, r["low"], where, world), coerce(key, r["high"], where, world)
+    low, high = coerce(key, r["low"], where, config), coerce(key, r["high"], where, config)
     if type(low) not in (int, float):
         raise SpecError(f"{where}.{key}: a {type(low).__name__} field needs choices, not low/high")
     if not low < high:

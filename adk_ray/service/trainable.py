@@ -10,19 +10,18 @@ from ray import tune
 from adk_ray.service.execute import TrialContext, run_and_store
 from adk_ray.service.objective import objective
 from adk_ray.service.spec import SearchSpec
-from adk_ray.service.worlds import config_class
 
 
 def grid_trial(config: dict, *, ctx: TrialContext, configs: dict[str, dict]) -> None:
     """`config['trial']['trial_id']` names one of the planned trials in `configs`."""
-    cfg = config_class(ctx.meta.world).from_dict(configs[config["trial"]["trial_id"]])
+    cfg = ctx.meta.world.config.from_dict(configs[config["trial"]["trial_id"]])
     table = run_and_store(cfg, ctx)
     tune.report(_summary(table))
 
 
 def search_trial(config: dict, *, ctx: TrialContext, base: dict, search: SearchSpec) -> None:
     """`config` holds the searched fields Optuna proposed; `base` the fixed ones."""
-    cfg = config_class(ctx.meta.world).from_dict({**base, **config})
+    cfg = ctx.meta.world.config.from_dict({**base, **config})
     table = run_and_store(cfg, ctx)
     tune.report({**_summary(table), **objective(table, search)})
 

@@ -11,8 +11,6 @@ import typing
 
 import dataclasses
 
-from adk_ray.service.worlds import config_class
-
 TUPLE_FIELDS = ("iterations", "seeds")
 """Fields that hold a tuple of ints; the world batches over them inside one trial."""
 
@@ -21,15 +19,15 @@ class SpecError(ValueError):
     """A problem with the user's input (sweep file, flags, storage); its text is shown as one line."""
 
 
-def config_fields(world: str = "mog") -> list[str]:
-    """Field names of the world's trial config, in order."""
-    return [f.name for f in dataclasses.fields(config_class(world))]
+def config_fields(config: type) -> list[str]:
+    """Field names of a world's trial-config class, in order."""
+    return [f.name for f in dataclasses.fields(config)]
 
 
-def field_types(world: str = "mog") -> dict[str, type]:
+def field_types(config: type) -> dict[str, type]:
     """Python type of each trial-config field (int, float, str, bool, or tuple for TUPLE_FIELDS)."""
-    hints = typing.get_type_hints(config_class(world))
-    return {name: (tuple if name in TUPLE_FIELDS else _strip_optional(hints[name])) for name in config_fields(world)}
+    hints = typing.get_type_hints(config)
+    return {name: (tuple if name in TUPLE_FIELDS else _strip_optional(hints[name])) for name in config_fields(config)}
 
 
 def _strip_optional(hint):
@@ -38,23 +36,24 @@ def _strip_optional(hint):
     return args[0] if len(args) == 1 else hint
 
 
-def valid_keys(world: str = "mog") -> str:
-    return ", ".join(config_fields(world))
+def check_key(key: str, where: str, config: type) -> None:
+    if key not in config_fields(config):
+        raise SpecError(f"{where}: unknown key {key!r}; valid keys: {', '.join(config_fields(config))}")
 
 
-def check_key(key: str, where: str, world: str = "mog") -> None:
-    if key not in config_fields(world):
-        raise SpecError(f"{where}: unknown key {key!r}; valid keys: {valid_keys(world)}")
-
-
-def coerce(key: str, value, where: str, world: str = "mog"):
-    """`value` (from YAML, or a string from --set) as the type of `world`'s config field `key`."""
-    check_key(key, where, world)
-    kind = field_types(world)[key]
+def coerce(key: str, value, where: str, config: type):
+    """`value` (from YAML, or a string from --set) as the type of the trial-config field `key`."""
+    check_key(key, where, config)
+    kind = field_types(config)[key]
     if kind is tuple:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_scalar(int, v, f"{where}: {key}") for v in items)
+        return int_tuple(key, value, where)
     return _scalar(kind, value, f"{where}: {key}")
+
+
+def int_tuple(key: str, value, where: str) -> tuple[int, ...]:
+    """One int or a list of them (a TUPLE_FIELDS value) as a tuple of ints."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return tuple(_scalar(int, v, f"{where}: {key}") for v in items)
 
 
 def _scalar(kind: type, v, where: str):
