@@ -1,7 +1,8 @@
 """A sweep from request to exit code: check everything, then run what is not finished yet.
 
 `prepare` validates the sweep, the overrides, every trial's config and the storage (a write probe that
-leaves nothing behind) and writes nothing; only then does `execute` touch Ray and the results store.
+leaves nothing behind, and the results schema of rows already there, within STORAGE_TIMEOUT_S) and
+writes nothing; only then does `execute` touch Ray and the results store.
 Ray is imported only in `execute`, so bad input, --list and --help answer at once.
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ from adk_ray.service.plan import PlannedTrial, check_search, plan_trials, trial_
 from adk_ray.service.rows import TrialMeta, error_table
 from adk_ray.service.smoke import shrink
 from adk_ray.service.spec import SweepSpec, check_base, load_spec
-from adk_ray.service.store import ResultStore
+from adk_ray.service.schema import SCHEMA_VERSION, results_schema
+from adk_ray.service.store import ResultStore, open_checked
 from adk_ray.service.values import SpecError
 from adk_ray.service.version import code_version
 
@@ -59,8 +61,7 @@ def prepare(req: Request) -> Prepared:
         trials = []
     else:
         trials = plan_trials(spec)
-    store = ResultStore(req.storage, spec.name)
-    store.probe()
+    store = open_checked(req.storage, spec.name, results_schema(spec.world))
     return Prepared(spec, trials, store)
 
 
@@ -74,7 +75,7 @@ def describe(spec: SweepSpec, trial_ids: list[str], params: dict[str, dict]) -> 
             "seeds": list(spec.seeds), "group_by": list(spec.group_by), "smoke": spec.smoke,
             "search": search, "trial_count": len(trial_ids) if not spec.search else spec.search.num_samples,
             "trials": [{"trial_id": t, "params": params.get(t, {})} for t in trial_ids],
-            "code_version": code_version()}
+            "schema_version": SCHEMA_VERSION, "code_version": code_version()}
 
 
 def execute(prep: Prepared, ray_opts, req: Request) -> int:

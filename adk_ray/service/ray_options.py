@@ -43,15 +43,59 @@ class RayOptions:
             max_concurrent=world.max_concurrent if self.max_concurrent is None else self.max_concurrent)
 
 
+PROBE_TIMEOUT_S = 5.0
+"""How long a Ray address may take to answer before the sweep gives up on it (ray.init retries for minutes)."""
+
+
 def check_reachable(address: str | None) -> None:
-    """Fail fast, as bad input, on a cluster address nothing answers at (Ray itself retries for minutes)."""
+    """Fail fast, as bad input, on a cluster address nothing answers at: --address, else $RAY_ADDRESS; for
+    `auto`, the cluster file that `ray start` left on this machine (when there is one)."""
     addr = address or os.environ.get("RAY_ADDRESS")
-    if not addr or addr in ("auto", "local"):
+    if not addr or addr == "local":
         return
+    target = addr
+    if addr == "auto":
+        target = cluster_left_behind()
+        if target is None:
+            return  # Ray's own `auto` search for a running cluster answers at once
+    problem = unanswered(target)
+    if problem:
+        at = addr if target == addr else f"{addr} ({target}, left by `ray start`)"
+        raise SpecError(f"cannot reach Ray at {at}: {problem}")
+
+
+def unanswered(addr: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why no Ray cluster answers at `addr` (HOST:PORT or ray://HOST:PORT) within `timeout`; None if one does.
+
+    Hand-written because Ray has no bounded probe: ray.init() on a dead address retries for minutes. A Ray
+    GCS (and the Ray Client server behind ray://) is a gRPC server, and gRPC's readiness check (an HTTP/2
+    handshake, no credentials needed) also tells a cluster from another program on the port, such as
+    the dashboard's HTTP port given by mistake or a dead head's port taken over by something else.
+    """
     host, _, port = addr.split("://", 1)[-1].rstrip("/").rpartition(":")
     if not host or not port.isdigit():
-        raise SpecError(f"Ray address {addr!r} is not HOST:PORT, ray://HOST:PORT, auto or local")
+        return f"{addr!r} is not HOST:PORT, ray://HOST:PORT, auto or local"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise SpecError(f"cannot reach Ray at {addr}: {e.strerror or e}") from None
+        return e.strerror or str(e)
+    import grpc  # a dependency of Ray's; imported here so that the CLI starts fast
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return (f"something listens there, but no Ray cluster answered within {timeout:g} s (a dashboard's "
+                "http:// address is for `ray job submit`, not --address)")
+    finally:
+        channel.close()
+    return None
+
+
+def cluster_left_behind() -> str | None:
+    """The address in the cluster file of this machine's last `ray start` ($RAY_TMPDIR/ray/ray_current_cluster,
+    else /tmp/ray/...), which plain ray.init() follows; None when there is none. A head killed without
+    `ray stop` leaves the file behind."""
+    from ray._private.utils import read_ray_address  # where Ray itself reads it
+
+    return read_ray_address() or None

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import tempfile
 
 # Read when Tune starts; our tqdm bar replaces its console output.
@@ -20,20 +21,33 @@ from ray import tune  # noqa: E402
 from adk_ray.service.execute import TrialContext  # noqa: E402
 from adk_ray.service.plan import PlannedTrial  # noqa: E402
 from adk_ray.service.progress import SweepProgress  # noqa: E402
-from adk_ray.service.ray_options import RayOptions  # noqa: E402
+from adk_ray.service.ray_options import RayOptions, cluster_left_behind, unanswered  # noqa: E402
 from adk_ray.service.spec import SearchSpec  # noqa: E402
 from adk_ray.service.trainable import grid_trial, search_trial  # noqa: E402
 
 
 def connect(opts: RayOptions) -> None:
-    """Attach to a cluster (--address, or RAY_ADDRESS as `ray job submit` sets it) or start one."""
+    """Attach to a cluster (--address, or RAY_ADDRESS as `ray job submit` sets it) or start one.
+
+    With neither, a cluster that `ray start` left on this machine is joined only if it answers within
+    PROBE_TIMEOUT_S: plain ray.init() follows the cluster file of a head that died without `ray stop`
+    and retries its address for as long as it is let. Else a fresh local cluster, said in one line.
+    """
     quiet = dict(logging_level=logging.WARNING)
-    if opts.address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=opts.address, **quiet)
-    elif opts.num_cpus is not None or not opts.dashboard:
-        ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=opts.dashboard, **quiet)
-    else:  # a cluster `ray start` left on this machine, else a fresh embedded one
-        ray.init(**quiet)
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address:  # checked by check_reachable before anything ran
+        ray.init(address=address, **quiet)
+        return
+    if opts.num_cpus is None and opts.dashboard:
+        left = cluster_left_behind()
+        problem = left and unanswered(left)
+        if left and not problem:
+            ray.init(address=left, **quiet)
+            return
+        if left:
+            print(f"Ray: the cluster that `ray start` left at {left} does not answer ({problem}); "
+                  "starting a fresh local one", file=sys.stderr)
+    ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=None if opts.dashboard else False, **quiet)
 
 
 def disconnect() -> None:

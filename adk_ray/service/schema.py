@@ -4,15 +4,22 @@ Fixed, not inferred: every trial's file has the same columns and types whatever 
 it failed, so pyarrow.dataset, duckdb and polars read the directory as one table. Every field of
 the world's trial config is a typed column; the two tuple fields become the per-row scalars `seed` and
 `iterations` that the world fills in. A world adds its own columns (`World.extra_columns`).
+
+SCHEMA_VERSION is stamped in every data file's schema metadata (and in sweep.json); raise it whenever
+the columns shared by every sweep change, so that a results directory written by older code is refused
+instead of mixed (ResultStore.check_schema).
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
 from adk_ray.service.spec import METRICS
+from adk_ray.service.store import SCHEMA_KEY
 from adk_ray.service.values import TUPLE_FIELDS, field_types
 from adk_ray.service.worlds import World
 
+SCHEMA_VERSION = 1
+"""The columns of docs/results.md. Files written before the version was stamped count as 1 too."""
 _ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
 
 LEAD = [("sweep", pa.string()), ("trial_id", pa.string()), ("world", pa.string()), ("algorithm", pa.string()),
@@ -30,4 +37,4 @@ def config_columns(world: World) -> list[tuple[str, pa.DataType]]:
 def results_schema(world: World) -> pa.Schema:
     cols = (LEAD + config_columns(world) + ROW + [(m, pa.float64()) for m in METRICS] + list(world.extra_columns)
             + SERVICE)
-    return pa.schema([pa.field(name, kind) for name, kind in cols])
+    return pa.schema([pa.field(name, kind) for name, kind in cols], metadata={SCHEMA_KEY: str(SCHEMA_VERSION)})

@@ -10,12 +10,16 @@ Every file appears atomically: written under a dot-prefixed temporary name in th
 (which pyarrow.dataset and `*.parquet` globs skip), then moved into place. A killed driver can leave a
 temporary file behind but never a half-written data file, so "the data file exists" is a sound
 definition of "the trial finished".
+
+Before a sweep writes anything, `open_checked` makes sure within STORAGE_TIMEOUT_S that the directory
+can be written and holds no rows of another results schema.
 """
 from __future__ import annotations
 
 import json
 import os
 import posixpath
+import threading
 import uuid
 
 import pyarrow as pa
@@ -24,9 +28,13 @@ import pyarrow.parquet as pq
 
 from adk_ray import storage as storage_fs
 from adk_ray.service.values import SpecError
-from adk_ray.storage import StorageError, atomic_write, first_line
+from adk_ray.storage import StorageError, atomic_write, first_line, is_uri
 
 DATA, MODELS = "data", "models"
+STORAGE_TIMEOUT_S = 20.0
+"""How long opening, probing and schema-checking a storage may take before the sweep gives up on it."""
+SCHEMA_KEY = b"adk_ray.schema_version"
+"""Key of the results-schema version in every data file's Arrow schema metadata."""
 
 
 def open_storage(storage: str) -> tuple[pafs.FileSystem, str]:
@@ -38,8 +46,44 @@ def open_storage(storage: str) -> tuple[pafs.FileSystem, str]:
 
 
 def storage_location(storage: str) -> str:
-    """`storage` in the form every process can open: a URI as given, a local path made absolute."""
-    return storage.rstrip("/") if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+    """`storage` in the form every process can open: a URI without trailing slashes, a local path made absolute."""
+    if is_uri(storage):
+        scheme, _, rest = storage.partition("://")
+        return f"{scheme}://{rest.rstrip('/')}"
+    return os.path.abspath(os.path.expanduser(storage))
+
+
+def open_checked(storage: str, sweep: str, schema: pa.Schema, timeout: float = STORAGE_TIMEOUT_S) -> "ResultStore":
+    """The sweep's ResultStore once its directory is known to be writable and free of rows of another
+    results schema; SpecError (one line) otherwise, and also when that takes longer than `timeout`.
+
+    Hand-written deadline: pyarrow's filesystems retry on their own schedules (GCS without network for many
+    minutes, silently), and no option bounds them all. The check runs in a daemon thread; one that
+    overruns is abandoned, and the process can still exit.
+    """
+    outcome: dict = {}
+
+    def check() -> None:
+        try:
+            store = ResultStore(storage, sweep)
+            store.probe()
+            store.check_schema(schema)
+            outcome["store"] = store
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=check, name=f"storage-check {storage}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise SpecError(f"storage {storage_location(storage)} did not answer within {timeout:g} s (no network "
+                        "route to it, a wrong endpoint, or credentials that cannot be found?)")
+    if "error" in outcome:
+        e = outcome["error"]
+        if isinstance(e, (OSError, pa.ArrowException)):
+            raise SpecError(f"storage {storage_location(storage)} cannot be used: {first_line(e)}") from None
+        raise e
+    return outcome["store"]
 
 
 class ResultStore:
@@ -47,6 +91,8 @@ class ResultStore:
         self.storage = storage_location(storage)
         self.sweep = sweep
         self.fs, base = open_storage(self.storage)
+        if not self.is_local and not base.strip("/"):
+            raise SpecError(f"storage {storage!r} names no bucket; give SCHEME://BUCKET[/PREFIX]")
         self.root = posixpath.join(base, sweep)
 
     @property
@@ -93,6 +139,20 @@ class ResultStore:
                     self.fs.delete_dir(missing_top)
                 except (OSError, pa.ArrowException):
                     pass
+
+    def check_schema(self, schema: pa.Schema) -> None:
+        """SpecError if the directory holds data files of another results schema than `schema` (another
+        version, or other columns): they could not be read as one dataset with the rows about to be added."""
+        files = sorted(self._list(DATA))
+        if not files:
+            return
+        with self.fs.open_input_file(files[0]) as f:
+            stored = pq.read_schema(f)
+        have, want = schema_version(stored), schema_version(schema)
+        if have != want or not stored.equals(schema):
+            what = f"results schema {have}" + (" with other columns" if have == want else "")
+            raise SpecError(f"storage {self.location} holds rows of {what}; this code writes results schema "
+                            f"{want}: give another --storage, or move that directory away")
 
     # --------------------------------------------------------------------------------------- reads
 
@@ -147,3 +207,8 @@ class ResultStore:
         return [i.path for i in self.fs.get_file_info(selector)
                 if i.type == pafs.FileType.File and i.path.endswith(suffix)
                 and (suffix == ".tmp" or not posixpath.basename(i.path).startswith("."))]
+
+
+def schema_version(schema: pa.Schema) -> int:
+    """The results-schema version a data file's schema carries (files from before versioning: 1)."""
+    return int((schema.metadata or {}).get(SCHEMA_KEY, b"1"))
