@@ -63,9 +63,25 @@ def grpo_advantage(rewards: Tensor, std_normalize: bool = False, eps: float = 1e
 
 def kl_k3(logp_policy: Tensor, logp_ref: Tensor) -> Tensor:
     """Unbiased, non-negative estimate of KL(π_θ ‖ π_ref) from samples of π_θ:
-    k3 = π_ref/π_θ − log(π_ref/π_θ) − 1  (Schulman 2020 "Approximating KL"; GRPO eq. 4)."""
+    k3 = π_ref/π_θ − log(π_ref/π_θ) − 1  (Schulman 2020 "Approximating KL"; GRPO eq. 4).
+
+    Its *value* estimates the reverse KL, but used as a loss term on samples of π_θ (no gradient through
+    the samples) its expected gradient is E_{π_θ}[(1 − π_ref/π_θ) ∇log π_θ] = −Σ_x π_ref ∇log π_θ
+    = ∇_θ KL(π_ref ‖ π_θ), the *forward* KL's (tested in tests/test_objectives.py)."""
     log_ratio = logp_ref - logp_policy
     return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def kl_reverse_surrogate(logp_policy: Tensor, logp_ref: Tensor) -> Tensor:
+    """A per-sample loss whose expected gradient on samples of π_θ is ∇_θ KL(π_θ ‖ π_ref):
+    ℓ = sg(log π_θ(x) − log π_ref(x)) · log π_θ(x), sg = stop-gradient.
+
+    Score function: ∇ KL(π_θ‖π_ref) = ∇ Σ_x π_θ (log π_θ − log π_ref) = E_{π_θ}[(log π_θ − log π_ref) ∇log π_θ]
+    + E_{π_θ}[∇log π_θ], and the last term is 0 (Williams 1992). This is the reverse-KL anchor of the paper's
+    §3.4 (the same gradient as PPO's shaped reward, eq. 1, with the KL part taken out of the advantage). Its
+    value is not a KL estimate; use `kl_k3` to report one.
+    """
+    return (logp_policy - logp_ref).detach() * logp_policy
 
 
 # -- per-token pieces of the LLM world's PPO and GRPO (TRL 0.9.6's PPOTrainer, the paper's version) ----------

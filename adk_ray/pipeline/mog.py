@@ -19,13 +19,13 @@ from typing import Callable
 
 import torch
 
-from adk_ray.columns import PIPELINES
+from adk_ray.columns import MOG_EVAL_COLUMNS, PIPELINES
 from adk_ray.pipeline.cache import StageCache
 from adk_ray.pipeline.result import TrialResult
-from adk_ray.worlds.mog import model, stages
+from adk_ray.worlds.mog import exact, model, stages, truth
 from adk_ray.worlds.mog.aligners import AlignSettings, align
 from adk_ray.worlds.mog.config import MoGTrialConfig
-from adk_ray.worlds.mog.geometry import Geometry
+from adk_ray.worlds.mog.geometry import TRAP_FRACTION, Geometry
 from adk_ray.worlds.mog.kd_methods import KD_METHODS
 from adk_ray.worlds.mog.slices import slice_of
 
@@ -119,25 +119,34 @@ class Recorder:
 
     def __init__(self, base: MoGTrialConfig):
         self.base, self.geometry, self.result = base, Geometry.of(base), TrialResult()
+        self.trap: dict[tuple[int, float], bool] = {}
+        """(seed, β_KD) → whether that p'' lost the target mode; set by `references`, read by every row."""
 
     def rows(self, pipeline: str, stage: str, q: model.Params, owners: list[Owner], step: int | None = None,
              store_model: bool = True) -> None:
         """Metric rows (and stored parameters) for models q[t] owned by owners[t]."""
         metrics = {k: v.tolist() for k, v in
                    stages.evaluate(q, [s for _, s, _ in owners], self.geometry, self.base.eval_samples).items()}
+        columns = stages.METRICS + MOG_EVAL_COLUMNS
         w, mu, sc = model.weights(q), q["means"], q["log_scales"].exp()
         for t, (c, s, it) in enumerate(owners):
             key = dict(world="mog", algorithm=c.algorithm, pipeline=pipeline, stage=stage, beta=c.beta,
                        iterations=it, kd_beta=c.kd_beta, n_final_modes=c.n_final_modes, target=c.target,
                        kd_method=c.kd_method, final_kd_method=c.final_kd_method, seed=s)
-            self.result.rows.append({**key, "step": step, **{m: metrics[m][t] for m in stages.METRICS}})
+            self.result.rows.append({**key, "step": step, **{m: metrics[m][t] for m in columns},
+                                     "trap": self.trap.get((s, c.kd_beta))})
             if store_model:
                 self.result.models.append({**key, "weights": w[t].tolist(), "means": mu[t].flatten().tolist(),
                                            "scales": sc[t].flatten().tolist()})
 
     def references(self, batch: Batch, refs: References) -> None:
-        """The starting points, once per unit and pipeline."""
+        """The starting points, once per unit and pipeline; first each unit's premise: p'' is in the trap
+        when its exact target mass is below TRAP_FRACTION of p*'s (docs/mog.md, "The premise")."""
         owners = [(u.cfg, u.seed, None) for u in batch.units]
+        p_star_mass = exact.target_mass(truth.ground_truth(self.geometry), self.geometry).item()
+        mass = exact.target_mass(refs.p_dprime, self.geometry).tolist()
+        for u, m in zip(batch.units, mass):
+            self.trap[u.seed, u.cfg.kd_beta] = bool(m < TRAP_FRACTION * p_star_mass)
         for pipeline in PIPELINES:
             self.rows(pipeline, "p_prime", refs.p_prime, owners)
         self.rows("K-A", "p_dprime", refs.p_dprime, owners)
@@ -149,8 +158,9 @@ def fit_references(batch: Batch, cache: StageCache, tracker: "_Tracker") -> Refe
     """p' per seed and p'' per (seed, β_KD), from the cache or fitted in one batched call each."""
     base, seeds, kd_pairs = batch.base, batch.seeds, batch.kd_pairs
     sft = stages.sft_settings(base)
+    # p' is fitted to p*, so the key names p*'s geometry (and the KD stages' keys chain on p''s)
     pp_entries, pp_keys = cache.get_many(
-        "sft", dataclasses.asdict(sft), seeds, [()] * len(seeds),
+        "sft", {**dataclasses.asdict(sft), "grid_spacing": base.grid_spacing}, seeds, [()] * len(seeds),
         lambda miss: _split(stages.sft([seeds[i] for i in miss], sft, Geometry.of(base),
                                        progress=tracker.step("sft", len(miss)))))
     p_prime = model.cat(pp_entries)                                          # [S, ...] by seeds order

@@ -68,7 +68,11 @@ def _run_llm(cfg: LLMTrialConfig, cache_dir: str) -> TrialResult:
 
 
 MOG = World(
-    name="mog", config=MoGTrialConfig, run=_run_mog, extra_columns=(),
+    name="mog", config=MoGTrialConfig, run=_run_mog,
+    # per model: Monte-Carlo standard errors, exact target mass, the sampling-trap figure; per seed's p'':
+    # whether it lost the target (docs/mog.md, "The premise")
+    extra_columns=(("precision_se", pa.float64()), ("recall_se", pa.float64()), ("target_mass", pa.float64()),
+                   ("reward_hit_share", pa.float64()), ("trap", pa.bool_())),
     smoke=SmokeRules(seeds=2, max_iterations=30, caps={
         "sft_iterations": 60, "kd_iterations": 60, "eval_samples": 512, "dpo_offline_pairs": 512,
         "eval_every": 10}),  # eval_every 10: a 30-step run still draws a curve

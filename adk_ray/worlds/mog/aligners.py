@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from adk_ray.objectives.dpo import dpo_loss, ipo_loss
-from adk_ray.objectives.rl import grpo_advantage, kl_k3, kl_shaped_reward, ppo_clipped_loss, value_loss
+from adk_ray.objectives.rl import (grpo_advantage, kl_k3, kl_reverse_surrogate, kl_shaped_reward, ppo_clipped_loss,
+                                   value_loss)
 from adk_ray.worlds.mog import model, truth
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.noise import NoiseStream, normal_to_uniform, once
@@ -99,14 +100,32 @@ class PPO:
 
 # ----------------------------------------------------------------------------------------- GRPO
 
+GRPO_KL_FORMS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    # ∇ E_{π_θ}[term] = ∇ KL(π_θ ‖ π_ref): the reverse KL the paper's §3.4 says GRPO keeps as its anchor
+    "reverse": kl_reverse_surrogate,
+    # β·k3 as a loss term (GRPO eq. 3, TRL's GRPOTrainer): on-policy its gradient is ∇ KL(π_ref ‖ π_θ)
+    "k3": kl_k3,
+}
+"""GRPO's KL term by name: (log π_θ(x), log π_ref(x)) → per-sample loss term, x ~ π_θ (objectives.rl)."""
+
+
 @dataclass(frozen=True)
 class GRPOSettings:
     std_normalize: bool = reads("grpo_std_normalize")
     """Divide the advantage by the batch reward std."""
+    kl: str = reads("grpo_kl")
+    """Which KL the β-weighted term's expected gradient is, a key of GRPO_KL_FORMS: 'reverse'
+    KL(π_θ‖π_ref) (the paper's §3.4 reading; default) or 'k3' (the k3 estimator as a loss, whose
+    on-policy gradient is that of the forward KL(π_ref‖π_θ); GRPO paper, TRL default)."""
+
+    def __post_init__(self) -> None:
+        if self.kl not in GRPO_KL_FORMS:
+            raise ValueError(f"grpo_kl {self.kl!r} is not one of {', '.join(GRPO_KL_FORMS)}")
 
 
 class GRPO:
-    """Sample B from π_θ; A = R − mean(R) (÷ std if asked; Shao et al. 2024); loss −A·log π_θ + β·k3."""
+    """Sample B from π_θ; A = R − mean(R) (÷ std if asked; Shao et al. 2024); loss −A·log π_θ + β·KL term,
+    the KL term one of GRPO_KL_FORMS."""
 
     def __init__(self, s: GRPOSettings, run: Run):
         self.s, self.run = s, run
@@ -119,7 +138,8 @@ class GRPO:
             adv = grpo_advantage(run.reward(x), self.s.std_normalize)
             logp_ref = model.log_prob(run.ref, x)
         logp = model.log_prob(run.policy, x)
-        step(run.opt, (-(adv * logp) + run.beta * kl_k3(logp, logp_ref)).mean(-1).sum())
+        kl = GRPO_KL_FORMS[self.s.kl](logp, logp_ref)
+        step(run.opt, (-(adv * logp) + run.beta * kl).mean(-1).sum())
 
 
 # ------------------------------------------------------------------------------ preference pairs

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from adk_ray.worlds.mog.aligners import ALIGNERS
-from adk_ray.worlds.mog.geometry import TARGET_CELLS
+from adk_ray.worlds.mog.aligners import ALIGNERS, GRPO_KL_FORMS
+from adk_ray.worlds.mog.geometry import DEFAULT_SPACING, TARGET_CELLS
 from adk_ray.worlds.mog.kd_methods import KD_METHODS
 from adk_ray.worlds.mog.slices import slice_of
 
@@ -59,9 +59,16 @@ class MoGTrialConfig:
     """Minibatches per PPO pass; >1 makes the ratio (and so the clip) matter after the first."""
     grpo_std_normalize: bool = False
     """Divide the GRPO advantage by the batch reward std."""
+    grpo_kl: str = "reverse"
+    """GRPO's KL term, a key of `aligners.GRPO_KL_FORMS`: 'reverse' (gradient of KL(π_θ‖π_ref), the anchor
+    the paper's §3.4 says GRPO keeps) or 'k3' (β·k3 as a loss term, the GRPO paper's and TRL's form, whose
+    on-policy gradient is that of the forward KL(π_ref‖π_θ))."""
     dpo_offline_pairs: int = 2560
     """Size of the static preference set drawn once from π_ref (every off-policy pair aligner)."""
     # -- geometry and metrics (geometry.Geometry, stages.evaluate)
+    grid_spacing: float = DEFAULT_SPACING
+    """Spacing s of p*'s grid of modes {−s, 0, s}² minus the origin; appendix A.1's ±1.5 by default
+    (the paper's Figure 1 numbers match s = 1.0, docs/mog.md)."""
     reward_scale: float = 10.0
     """R(x) = reward_scale · exp(−reward_alpha ‖x − c_t‖²) (eq. 4)."""
     reward_alpha: float = 2.0
@@ -135,7 +142,7 @@ class MoGTrialConfig:
         return dataclasses.replace(self, **kw)
 
 
-POSITIVE = ("beta", "lr", "ppo_clip", "reward_scale", "reward_alpha", "pad_beta", "pad_temperature")
+POSITIVE = ("beta", "lr", "ppo_clip", "reward_scale", "reward_alpha", "pad_beta", "pad_temperature", "grid_spacing")
 AT_LEAST_ONE = ("sft_iterations", "kd_iterations", "batch_size", "eval_samples", "ppo_epochs", "ppo_minibatches",
                 "dpo_offline_pairs", "pad_n", "n_sft_modes")
 
@@ -147,4 +154,4 @@ def _listing(names) -> str:
 def _choices() -> dict[str, tuple]:
     """Fields whose value names a table entry; the tables' keys are the valid names."""
     return {"algorithm": tuple(ALIGNERS), "target": tuple(TARGET_CELLS), "kd_method": tuple(KD_METHODS),
-            "final_kd_method": ("",) + tuple(KD_METHODS)}
+            "final_kd_method": ("",) + tuple(KD_METHODS), "grpo_kl": tuple(GRPO_KL_FORMS)}

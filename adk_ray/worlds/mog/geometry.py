@@ -17,6 +17,15 @@ GRID_STEPS = (-1, 0, 1)
 TARGET_CELLS = {"single": ((1, -1),), "double": ((1, -1), (0, -1))}
 """Target mode(s) in grid units: the paper's "mode #7" at (s, −s), and for 'double' also its left
 neighbour (0, −s). We keep the coordinates, not the paper's numbering."""
+DEFAULT_SPACING = 1.5
+"""Appendix A.1 places p*'s modes at ±1.5 (mode #7 at (1.5, −1.5))."""
+TARGET_RADIUS = 0.5
+"""Half-side r of the box [c − r, c + r]² around each target centre c in which a model's target mass is
+measured (the premise, docs/mog.md): p*'s target mode holds 97.5% of its own mass there per axis, its
+neighbours (≥ 1 grid step away) practically none."""
+TRAP_FRACTION = 0.1
+"""A seed's p'' is in the low-recall trap when its target mass is below this fraction of p*'s own
+(π_ref(y*) ≈ 0, §3.4). Fixed before any sweep was run, not tuned on results."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class Geometry:
 
     target: str = "single"
     """'single' or 'double' (a key of TARGET_CELLS)."""
-    spacing: float = 1.5
+    spacing: float = DEFAULT_SPACING
     """Grid spacing s of p*'s modes; appendix A.1 places them at ±1.5."""
     reward_scale: float = 10.0
     """R(x) = reward_scale · exp(−reward_alpha ‖x − c_t‖²), c_t the nearest target centre (eq. 4)."""
@@ -45,4 +54,8 @@ class Geometry:
     @classmethod
     def of(cls, cfg) -> "Geometry":
         """From anything carrying the trial config's fields (a config, a results row as a dict)."""
-        return cls(target=cfg.target, reward_scale=cfg.reward_scale, reward_alpha=cfg.reward_alpha)
+        get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+        # results written before grid_spacing existed hold the paper's spacing
+        spacing = get("grid_spacing", None)
+        return cls(target=get("target"), spacing=DEFAULT_SPACING if spacing is None else float(spacing),
+                   reward_scale=get("reward_scale"), reward_alpha=get("reward_alpha"))

@@ -8,14 +8,15 @@ the one it would have alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from adk_ray.columns import METRICS  # noqa: F401 - the keys `evaluate` returns
-from adk_ray.worlds.mog import model, truth
+from adk_ray.columns import METRICS, MOG_EVAL_COLUMNS  # noqa: F401 - the keys `evaluate` returns
+from adk_ray.worlds.mog import exact, model, truth
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.noise import NoiseStream, once
 from adk_ray.worlds.mog.slices import reads
@@ -100,19 +101,34 @@ def check_finite(params: model.Params, where: str) -> None:
 
 @torch.no_grad()
 def evaluate(q: model.Params, seeds, geometry: Geometry, n_samples: int) -> dict[str, Tensor]:
-    """The four metrics of paper eq. 5–6, each [T], by Monte Carlo with `n_samples` draws:
-    Overall Precision E_{x~q}[log p*(x)], Target Precision E_{x~q}[log p_target(x)],
-    Overall Recall E_{x~p*}[log q(x)], Final Average Reward E_{x~q}[R(x)]. Densities are exact.
+    """The four metrics of paper eq. 5–6 and the premise figures of model q, each [T].
+
+    Exact (`exact`): Final Average Reward E_{x~q}[R(x)], Target Precision E_{x~q}[log p_target(x)] and the
+    target mass (q's probability in the boxes of half-side TARGET_RADIUS around the target centres).
+    Monte Carlo with `n_samples` draws, densities exact: Overall Precision E_{x~q}[log p*(x)] and Overall
+    Recall E_{x~p*}[log q(x)], each with its standard error (sample std / √n), and the sampling-trap
+    figure `reward_hit_share`, the share of q's samples whose reward exceeds half its maximum.
     The same seed draws the same noise for every model evaluated, so differences between models
     are not Monte-Carlo noise.
     """
     T = len(seeds)
-    p_star, p_target = truth.ground_truth(geometry, T), truth.target_distribution(geometry, T)
+    p_star = truth.ground_truth(geometry, T)
     x_q = model.sample(q, once(seeds, "eval/q", (n_samples, 3)))
     x_star = model.sample(p_star, once(seeds, "eval/p_star", (n_samples, 3)))
+    log_p_star, log_q = model.log_prob(p_star, x_q), model.log_prob(q, x_star)
     return {
-        "final_average_reward": truth.Reward(geometry)(x_q).mean(-1),
-        "target_precision": model.log_prob(p_target, x_q).mean(-1),
-        "overall_precision": model.log_prob(p_star, x_q).mean(-1),
-        "overall_recall": model.log_prob(q, x_star).mean(-1),
+        "final_average_reward": exact.expected_reward(q, geometry),
+        "target_precision": exact.target_precision(q, geometry),
+        "overall_precision": log_p_star.mean(-1),
+        "overall_recall": log_q.mean(-1),
+        "precision_se": _standard_error(log_p_star),
+        "recall_se": _standard_error(log_q),
+        "target_mass": exact.target_mass(q, geometry),
+        "reward_hit_share": (truth.Reward(geometry)(x_q) > geometry.reward_scale / 2).double().mean(-1),
     }
+
+
+def _standard_error(values: Tensor) -> Tensor:
+    """std / √n of a Monte-Carlo mean over the last axis, in float64."""
+    v = values.double()
+    return v.std(-1) / math.sqrt(v.shape[-1])
