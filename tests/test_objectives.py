@@ -6,7 +6,9 @@ import torch
 
 from adk_ray.objectives.dpo import dpo_logits, dpo_loss, ipo_log_ratio, ipo_loss
 from adk_ray.objectives.kd import fold_reward, kd_reweight_logits, nll_reward
-from adk_ray.objectives.rl import gae, grpo_advantage, kl_k3, kl_shaped_reward, ppo_clipped_loss, value_loss
+from adk_ray.objectives.rl import (gae, grpo_advantage, kl_k3, kl_reverse_surrogate, kl_shaped_reward, ppo_clipped_loss,
+                                   value_loss)
+from adk_ray.worlds.mog.aligners import GRPO_KL_FORMS
 
 
 def test_kl_shaped_reward_by_hand():
@@ -53,6 +55,49 @@ def test_kl_k3_is_nonnegative_and_unbiased():
     x = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     logq, logp = -0.5 * x**2, -0.5 * (x - 1) ** 2
     assert kl_k3(logq, logp).mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def _on_policy_gradient(term, theta, logp_ref):
+    """E_{x~π_θ}[∇_θ term(log π_θ(x), log π_ref(x))] by exact enumeration of a categorical π_θ = softmax(θ):
+    the samples carry no gradient, so each outcome is weighted by its (detached) probability."""
+    theta = theta.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, -1)
+    (logp.exp().detach() * term(logp, logp_ref)).sum().backward()
+    return theta.grad
+
+
+def _kl_gradient(theta, logp_ref, reverse: bool):
+    theta = theta.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, -1)
+    kl = (logp.exp() * (logp - logp_ref)).sum() if reverse else (logp_ref.exp() * (logp_ref - logp)).sum()
+    kl.backward()
+    return theta.grad
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_grpo_kl_forms_have_the_gradient_of_the_kl_they_claim(case):
+    """'reverse': ∇ KL(π_θ‖π_ref); 'k3' as a loss: ∇ KL(π_ref‖π_θ) (rl.kl_k3's docstring); exact, 6 outcomes."""
+    g = torch.Generator().manual_seed(case)
+    theta = torch.randn(6, generator=g, dtype=torch.float64)
+    logp_ref = torch.log_softmax(2 * torch.randn(6, generator=g, dtype=torch.float64), -1)
+    reverse, forward = _kl_gradient(theta, logp_ref, True), _kl_gradient(theta, logp_ref, False)
+    assert (reverse - forward).abs().max() > 1e-2           # the two directions differ here
+    torch.testing.assert_close(_on_policy_gradient(GRPO_KL_FORMS["reverse"], theta, logp_ref), reverse)
+    torch.testing.assert_close(_on_policy_gradient(GRPO_KL_FORMS["k3"], theta, logp_ref), forward)
+    assert GRPO_KL_FORMS["reverse"] is kl_reverse_surrogate and GRPO_KL_FORMS["k3"] is kl_k3
+
+
+def test_grpo_kl_forms_on_samples_of_a_gaussian_policy():
+    """The same claims on a continuous policy N(θ, 1) against π_ref = N(0, ½²), 400k samples:
+    KL(π_θ‖π_ref) = log ½ + 2(1 + θ²) − ½ has gradient 4θ; KL(π_ref‖π_θ) = log 2 + (¼ + θ²)/2 − ½ has θ.
+    (π_ref narrower than π_θ keeps π_ref/π_θ bounded, so k3's gradient has finite variance.)"""
+    theta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    x = (theta.detach() + torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    logp = -0.5 * (x - theta) ** 2
+    logp_ref = -0.5 * (2 * x) ** 2 + math.log(2)
+    for form, want in (("reverse", 4 * 0.7), ("k3", 0.7)):
+        (grad,) = torch.autograd.grad(GRPO_KL_FORMS[form](logp, logp_ref).mean(), theta, retain_graph=True)
+        assert grad.item() == pytest.approx(want, rel=0.02), form
 
 
 def test_dpo_loss_by_hand():
