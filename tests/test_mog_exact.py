@@ -102,7 +102,7 @@ def test_p_star_numbers_and_figure_1_geometry():
     # p*'s expected reward: the mean over its 8 modes of 10·(1 + 2αv)^{-1}·exp(−α d²/(1 + 2αv)), d the distance
     # from the mode to mode #7 (1 + 2αv = 1.2)
     by_hand = sum(10 / 1.2 * math.exp(-2 * ((x - 1.5) ** 2 + (y + 1.5) ** 2) / 1.2) for x, y in SINGLE.centres) / 8
-    assert exact.expected_reward(truth.ground_truth(SINGLE), SINGLE).item() == pytest.approx(by_hand, rel=1e-9)
+    assert exact.expected_reward(truth.ground_truth(SINGLE), SINGLE).item() == pytest.approx(by_hand, rel=1e-7)  # float32 parameters
     assert by_hand == pytest.approx(1.0907, abs=1e-4)
 
 
