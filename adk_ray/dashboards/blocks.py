@@ -18,6 +18,8 @@ from .figures.trajectory import settings as trajectory_settings
 from .figures.trajectory import trajectory_figure
 from .models import representative_pictures
 from .mog import Geometry
+from adk_ray.worlds.mog.geometry import DEFAULT_SPACING
+from .premise import premise_sections
 from .sections import plan_sections, select_rows, setting_labels, x_labels
 from .style import axis_label
 from .summary import compare, summarize
@@ -96,13 +98,24 @@ def llm_figures(rows: pd.DataFrame, figs, notices: list[str]) -> list[str]:
     return out
 
 
+def _geometry(sweep: dict | None, target: str | None = None) -> Geometry:
+    """The world a MoG sweep ran in, from its fixed settings (the paper's where unset); `target` wins."""
+    fixed = (sweep or {}).get("fixed") or {}
+    return Geometry(target=target or str(fixed.get("target", "single")),
+                    spacing=float(fixed.get("grid_spacing", DEFAULT_SPACING)),
+                    reward_scale=float(fixed.get("reward_scale", 10.0)), reward_alpha=float(fixed.get("reward_alpha", 2.0)))
+
+
+def premise(rows: pd.DataFrame, sweep: dict | None, notices: list[str]) -> list[str]:
+    """MoG: seeds whose p″ lost the target, and K-A vs A-K split by that (premise.py)."""
+    return premise_sections(rows, _geometry(sweep), notices)
+
+
 def mog_pictures(models: pd.DataFrame, sweep: dict | None, figs, notices: list[str]) -> list[str]:
     """The paper's Figures 1 and 2 from the stored mixture parameters."""
     pictures, n_settings = representative_pictures(models)
     if not pictures:
         return []
-    fixed = (sweep or {}).get("fixed") or {}
-    scale, alpha = float(fixed.get("reward_scale", 10.0)), float(fixed.get("reward_alpha", 2.0))
     if n_settings > len(pictures):
         notices.append(f"MoG pictures: showing {len(pictures)} of {n_settings} KD settings.")
     out = ["<h2>The low-recall trap in pictures (Figures 1 and 2)</h2>"
@@ -111,7 +124,7 @@ def mog_pictures(models: pd.DataFrame, sweep: dict | None, figs, notices: list[s
            "reference model (the sampling trap: p″ rarely visits the target).</div>"]
     for pic in pictures:
         out.append(f"<h3>{escape(pic.label)} · seed {pic.seed}</h3>")
-        geometry = Geometry(target=pic.target, reward_scale=scale, reward_alpha=alpha)
+        geometry = _geometry(sweep, pic.target)
         out.append(figs.html(density_figure(pic.p_prime, pic.p_dprime, geometry)))
         out.append(figs.html(reward_histogram_figure(pic.p_prime, pic.p_dprime, geometry)))
     return out

@@ -47,6 +47,7 @@ def render_html(results: Results, results_dir: str = "") -> str:
     rows, sweep, notices = results.rows, results.sweep, list(results.notices)
     figs = _Figures()
     body = []
+    body += _guarded("the premise", notices, lambda: blocks.premise(rows, sweep, notices))
     body += _guarded("the boxplots", notices, lambda: blocks.boxplot_sections(rows, sweep, figs, notices))
     body += _guarded("the learning curves", notices, lambda: blocks.learning_curves(rows, figs, notices))
     body += _guarded("the LLM figures", notices, lambda: blocks.llm_figures(rows, figs, notices))

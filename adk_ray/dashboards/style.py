@@ -25,6 +25,8 @@ AXIS_LABELS = {
     "kd_tau": "τ (final KD)",
     "target": "target",
     "algorithm": "algorithm",
+    "grpo_kl": "GRPO KL",
+    "grid_spacing": "grid spacing",
 }
 
 # Columns of docs/results.md that are not parameters of a trial: everything else in a row is a
@@ -33,6 +35,8 @@ BOOKKEEPING = {
     "sweep", "trial_id", "world", "pipeline", "stage", "seed", "step", "status", "error",
     "wall_seconds", "config_json", "code_version", *METRICS,
     "selected_step",  # LLM: the checkpoint a selection rule picked, an outcome and not a swept setting
+    # MoG: per-model outcomes (docs/results.md), not settings
+    "precision_se", "recall_se", "target_mass", "reward_hit_share", "trap",
 }
 
 STAGE_LABELS = {
