@@ -152,8 +152,11 @@ def test_paper_sweeps_have_the_figure_grids():
     for name in ("mog_ppo", "mog_grpo", "mog_dpo", "mog_dpo_offline"):
         spec = load_spec(name)
         assert spec.seeds == tuple(range(20)) and spec.fixed["eval_every"] == 50
-        assert spec.grid[0] == {"beta": (0.05, 0.1, 0.3, 0.5, 1.0, 2.0), "iterations": (300,)}
-        assert spec.grid[1] == {"beta": (1.0,), "iterations": (100, 300, 500, 1000, 2000, 3000)}
+        # mog_grpo also sweeps GRPO's KL direction on both sub-grids (docs/mog.md)
+        grids = [{k: v for k, v in g.items() if k != "grpo_kl"} for g in spec.grid]
+        assert all(g.get("grpo_kl") == ("reverse", "k3") for g in spec.grid) == (name == "mog_grpo")
+        assert grids[0] == {"beta": (0.05, 0.1, 0.3, 0.5, 1.0, 2.0), "iterations": (300,)}
+        assert grids[1] == {"beta": (1.0,), "iterations": (100, 300, 500, 1000, 2000, 3000)}
     assert {load_spec(n).fixed["algorithm"] for n in ("mog_ppo", "mog_grpo", "mog_dpo", "mog_dpo_offline")} == \
         {"ppo", "grpo", "dpo_online", "dpo_offline"}
     for name in ("mog_multi_target_ppo", "mog_multi_target_dpo", "mog_multi_target_grpo"):
