@@ -25,6 +25,18 @@ from adk_ray.service.ray_options import RayOptions, cluster_left_behind, unanswe
 from adk_ray.service.spec import SearchSpec  # noqa: E402
 from adk_ray.service.trainable import grid_trial, search_trial  # noqa: E402
 
+TRIAL_RETRIES = 2
+"""How often Tune restarts a trial whose process died (a lost node, a killed worker) before it counts as
+failed; a failure inside the world is never retried (it becomes error rows). A restarted trial runs from
+its start and rewrites the same data file, so its rows are there exactly once."""
+
+FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+                 "GOOGLE_APPLICATION_CREDENTIALS")
+"""The driver's storage credentials and endpoints, handed to every trial's process (Ray's runtime_env
+env_vars): workers on other nodes were started by `ray start` with that node's environment, not the
+driver's, and pyarrow's S3/GCS filesystems read these variables."""
+
 
 def connect(opts: RayOptions) -> None:
     """Attach to a cluster (--address, or RAY_ADDRESS as `ray job submit` sets it) or start one.
@@ -33,7 +45,8 @@ def connect(opts: RayOptions) -> None:
     PROBE_TIMEOUT_S: plain ray.init() follows the cluster file of a head that died without `ray stop`
     and retries its address for as long as it is let. Else a fresh local cluster, said in one line.
     """
-    quiet = dict(logging_level=logging.WARNING)
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    quiet = dict(logging_level=logging.WARNING, **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}))
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:  # checked by check_reachable before anything ran
         ray.init(address=address, **quiet)
@@ -83,7 +96,7 @@ def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialC
             tune.with_resources(trainable, opts.trial_resources()),
             param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=[progress],
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
         tuner.fit()
     finally:
         shutil.rmtree(tune_dir, ignore_errors=True)
