@@ -12,8 +12,9 @@ would kill every Ray process of this user on the machine, not just ours.
 
 Why the loopback addresses: Ray turns `--node-ip-address=127.0.0.1` into the machine's outward address
 unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with that setting it refuses to start a second node.
-So the head runs with it (and so truly on 127.0.0.1), the second node without it on 127.0.0.2, which is
-loopback too (all of 127.0.0.0/8 is) but not an address Ray rewrites.
+A second node also rewrites a head address of 127.0.0.1 given to `ray start --address`. So a head
+alone runs with that setting, truly on 127.0.0.1; a head that gets a second node runs on 127.0.0.3 and
+the node on 127.0.0.2: loopback too (all of 127.0.0.0/8 is), but addresses Ray leaves as they are.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-HEAD_IP, NODE_IP = "127.0.0.1", "127.0.0.2"
+HEAD_IP, NODE_IP, MULTI_HEAD_IP = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 START_TIMEOUT_S = 120
 # A killed node is declared dead after about period x threshold; Ray's defaults take ~15-30 s.
 FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
@@ -109,18 +110,23 @@ class RayHead:
 
 
 @contextlib.contextmanager
-def ray_head(base_env: dict, logs: Path, num_cpus: int = 1, extra_env: dict | None = None):
-    """A head node on 127.0.0.1 with `num_cpus` CPUs; yields a RayHead, stops it on exit."""
+def ray_head(base_env: dict, logs: Path, num_cpus: int = 1, extra_env: dict | None = None,
+             multi_node: bool = False):
+    """A head node with `num_cpus` CPUs, on 127.0.0.1, or on 127.0.0.3 when `multi_node` (so that
+    `ray_node` can join it); yields a RayHead, stops it on exit."""
     tmpdir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: socket paths must stay under 107 bytes
-    env = {**cluster_env(base_env, tmpdir), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(extra_env or {})}
+    ip = MULTI_HEAD_IP if multi_node else HEAD_IP
+    env = {**cluster_env(base_env, tmpdir), **(extra_env or {})}
+    if not multi_node:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     gcs, dash = free_port(), free_port()
     log = logs / "ray_head.log"
     proc = start_group(
-        ["ray", "start", "--head", "--block", f"--node-ip-address={HEAD_IP}", f"--port={gcs}",
+        ["ray", "start", "--head", "--block", f"--node-ip-address={ip}", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
          f"--dashboard-agent-listen-port={free_port()}", f"--num-cpus={num_cpus}", "--disable-usage-stats"],
         env, log)
-    head = RayHead(env=env, gcs=f"{HEAD_IP}:{gcs}", dashboard=f"http://127.0.0.1:{dash}", proc=proc, log=log)
+    head = RayHead(env=env, gcs=f"{ip}:{gcs}", dashboard=f"http://127.0.0.1:{dash}", proc=proc, log=log)
     try:
         wait_for(lambda: answers(f"{head.dashboard}/api/version"), "the Ray head", proc, log)
         yield head
@@ -131,9 +137,10 @@ def ray_head(base_env: dict, logs: Path, num_cpus: int = 1, extra_env: dict | No
 
 @contextlib.contextmanager
 def ray_node(head: RayHead, logs: Path, num_cpus: int = 1, name: str = "node2"):
-    """A second node of `head`'s cluster on 127.0.0.2; yields its `ray start --block` process, whose
+    """A second node of `head`'s cluster (started with multi_node=True) on 127.0.0.2; yields its `ray start --block` process, whose
     group holds the node's raylet and workers (so `stop_group(proc, signal.SIGKILL)` loses the node)."""
-    env = {k: v for k, v in head.env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in head.env, "start the head with multi_node=True"
+    env = head.env
     log = logs / f"ray_{name}.log"
     low = 30000 + secrets.randbelow(20000)
     proc = start_group(
@@ -158,6 +165,21 @@ def descendants(pid: int) -> list:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def kill_node(proc: subprocess.Popen, timeout: float = 20) -> list[int]:
+    """SIGKILL every process of a `ray_node` at once (its group, and the workers, which Ray starts in
+    groups of their own), as a lost machine would; returns their pids once all are gone."""
+    import psutil
+
+    victims = descendants(proc.pid)
+    stop_group(proc, signal.SIGKILL)
+    for p in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    gone, alive = psutil.wait_procs(victims, timeout=timeout)
+    assert not alive, f"still running after SIGKILL: {alive}"
+    return [proc.pid] + [p.pid for p in victims]
 
 
 @contextlib.contextmanager
