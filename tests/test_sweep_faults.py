@@ -150,3 +150,36 @@ def test_results_of_another_schema_are_refused(private_ray, tmp_path, stamp, say
     one_line_error(proc, says, "give another --storage")
     assert listing() == before
     assert took < 30 and no_ray_started(private_ray)
+
+
+def test_s3_filesystem_reads_the_endpoint_variables_and_gets_timeouts(monkeypatch):
+    """pyarrow's from_uri takes the endpoint from AWS_ENDPOINT_URL_S3 (before AWS_ENDPOINT_URL); open_storage
+    keeps it and adds S3_TIMEOUT_S where the URI sets no timeout. No request is made."""
+    import pyarrow.fs as pafs
+
+    from adk_ray.storage import S3_TIMEOUT_S, open_storage
+
+    for k, v in {**FAKE_AWS, "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:2"}.items():
+        monkeypatch.setenv(k, v)
+    fs, base = open_storage("s3://bucket/prefix")
+    options = fs.__reduce__()[1][0]
+    assert isinstance(fs, pafs.S3FileSystem) and base == "bucket/prefix"
+    assert options["endpoint_override"] == "http://127.0.0.1:2"
+    assert options["connect_timeout"] == options["request_timeout"] == S3_TIMEOUT_S
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    assert open_storage("s3://bucket/prefix")[0].__reduce__()[1][0]["endpoint_override"] == "http://127.0.0.1:1"
+
+
+def test_storage_variables_reach_trials_unless_the_job_sets_them(monkeypatch):
+    import json
+
+    from adk_ray.service.runner import forwarded_env
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("UNRELATED_SECRET", "no")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    got = forwarded_env()
+    assert got["AWS_ACCESS_KEY_ID"] == "key" and got["AWS_REGION"] == "eu-west-1" and "UNRELATED_SECRET" not in got
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {"AWS_REGION": "x"}}}))
+    assert "AWS_REGION" not in forwarded_env() and forwarded_env()["AWS_ACCESS_KEY_ID"] == "key"

@@ -6,6 +6,7 @@ results store's data files, not on Tune's experiment restore.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -45,7 +46,7 @@ def connect(opts: RayOptions) -> None:
     PROBE_TIMEOUT_S: plain ray.init() follows the cluster file of a head that died without `ray stop`
     and retries its address for as long as it is let. Else a fresh local cluster, said in one line.
     """
-    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env_vars = forwarded_env()
     quiet = dict(logging_level=logging.WARNING, **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}))
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:  # checked by check_reachable before anything ran
@@ -61,6 +62,16 @@ def connect(opts: RayOptions) -> None:
             print(f"Ray: the cluster that `ray start` left at {left} does not answer ({problem}); "
                   "starting a fresh local one", file=sys.stderr)
     ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=None if opts.dashboard else False, **quiet)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The FORWARDED_ENV variables this driver has, less those a submitted job's own runtime_env sets
+    (ray.init refuses a runtime_env that sets the same variable as the job's)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR  # where Ray itself reads it
+
+    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR) or "{}")
+    taken = set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ and k not in taken}
 
 
 def disconnect() -> None:
