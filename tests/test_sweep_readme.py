@@ -73,6 +73,12 @@ def test_readme_cluster_commands_run_as_printed(ray_env, tmp_path, expect_comple
                 assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
                 assert "succeeded" in proc.stdout + proc.stderr
             elif args == ["ray", "stop"]:
+                # first, why README exports RAY_AUTH_MODE=token: a client that sends no token is refused
+                bare = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+                bare["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+                proc = subprocess.run(["ray", "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--", "true"],
+                                      cwd=REPO, env=bare, capture_output=True, text=True, timeout=120)
+                assert proc.returncode != 0 and "token" in (proc.stdout + proc.stderr).lower()
                 stop_group(head)
                 head = None
             else:
@@ -85,14 +91,3 @@ def test_readme_cluster_commands_run_as_printed(ray_env, tmp_path, expect_comple
             stop_group(head)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
-
-def test_submit_without_the_token_is_refused(ray_env, tmp_path):
-    """Why README exports RAY_AUTH_MODE=token: a head with token auth refuses a client that sends none."""
-    from clusters import ray_head
-
-    with ray_head(ray_env, tmp_path) as head:
-        env = {k: v for k, v in head.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-        proc = subprocess.run(["ray", "job", "submit", "--address", head.dashboard, "--", "true"], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode != 0 and "token" in (proc.stdout + proc.stderr).lower()
