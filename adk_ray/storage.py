@@ -26,14 +26,38 @@ def is_uri(location: str) -> bool:
     return "://" in location
 
 
+S3_TIMEOUT_S = 5.0
+"""Connect and request timeout of an S3 filesystem whose URI sets none (the AWS SDK's own defaults let one
+request to an endpoint that accepts connections but never answers hang for about a minute)."""
+
+
 def open_storage(location: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, base path) for a URI, or for a local path (made absolute: Ray workers have other cwds)."""
+    """(filesystem, base path) for a URI, or for a local path (made absolute: Ray workers have other cwds).
+
+    s3:// takes its credentials, region and endpoint from the standard AWS variables (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), which pyarrow's
+    from_uri reads itself (docs/sweeps.md)."""
     if is_uri(location):
         try:
-            return pafs.FileSystem.from_uri(location)
+            fs, path = pafs.FileSystem.from_uri(location)
         except (pa.ArrowException, OSError, ValueError) as e:
             raise StorageError(f"storage {location!r} cannot be opened: {first_line(e)}") from None
+        return _bounded(fs), path
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+
+
+def _bounded(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """`fs` with S3_TIMEOUT_S as connect and request timeout where it has none (-1). from_uri takes no
+    timeouts, so the S3 filesystem is rebuilt from its own resolved options (its pickle recipe)."""
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs
+    rebuild, (options,) = fs.__reduce__()
+    if options.get("connect_timeout", 0) >= 0 and options.get("request_timeout", 0) >= 0:
+        return fs
+    for key in ("connect_timeout", "request_timeout"):
+        if options.get(key, 0) < 0:
+            options[key] = S3_TIMEOUT_S
+    return rebuild(options)
 
 
 def atomic_write(path: str, write: Callable, fs: pafs.FileSystem | None = None) -> str:

@@ -52,9 +52,12 @@ def smoke_results(run_sweep, tmp_path_factory) -> Path:
     return storage / "mog_ppo"
 
 
-def read_rows(results: Path):
-    """A results directory's data as pandas."""
-    return ds.dataset(str(results / "data")).to_table().to_pandas()
+def read_rows(results: Path | str):
+    """A results directory's data as pandas: a local folder, or a URI such as s3://bucket/prefix/sweep."""
+    from adk_ray.storage import open_storage
+
+    fs, base = open_storage(str(results))
+    return ds.dataset(f"{base}/data", filesystem=fs).to_table().to_pandas()
 
 
 @pytest.fixture(scope="session")

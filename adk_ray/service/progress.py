@@ -35,6 +35,11 @@ class SweepProgress(tune.Callback):
             self.ok += 1
         self._advance()
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Tune restarts a trial whose process died (runner.TRIAL_RETRIES); said in one line."""
+        error = str(trial.get_error() or "its process died").strip().splitlines() or ["its process died"]
+        tqdm.write(f"{self.name}: trial {trial} lost its process ({error[-1][:200]}); restarting it", file=sys.stderr)
+
     def on_trial_error(self, iteration, trials, trial, **info):
         error = trial.get_error()
         lines = [ln for ln in str(error or "trial failed").strip().splitlines() if ln.strip()]

@@ -6,6 +6,7 @@ results store's data files, not on Tune's experiment restore.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,18 @@ from adk_ray.service.ray_options import RayOptions, cluster_left_behind, unanswe
 from adk_ray.service.spec import SearchSpec  # noqa: E402
 from adk_ray.service.trainable import grid_trial, search_trial  # noqa: E402
 
+TRIAL_RETRIES = 2
+"""How often Tune restarts a trial whose process died (a lost node, a killed worker) before it counts as
+failed; a failure inside the world is never retried (it becomes error rows). A restarted trial runs from
+its start and rewrites the same data file, so its rows are there exactly once."""
+
+FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+                 "GOOGLE_APPLICATION_CREDENTIALS")
+"""The driver's storage credentials and endpoints, handed to every trial's process (Ray's runtime_env
+env_vars): workers on other nodes were started by `ray start` with that node's environment, not the
+driver's, and pyarrow's S3/GCS filesystems read these variables."""
+
 
 def connect(opts: RayOptions) -> None:
     """Attach to a cluster (--address, or RAY_ADDRESS as `ray job submit` sets it) or start one.
@@ -33,7 +46,8 @@ def connect(opts: RayOptions) -> None:
     PROBE_TIMEOUT_S: plain ray.init() follows the cluster file of a head that died without `ray stop`
     and retries its address for as long as it is let. Else a fresh local cluster, said in one line.
     """
-    quiet = dict(logging_level=logging.WARNING)
+    env_vars = forwarded_env()
+    quiet = dict(logging_level=logging.WARNING, **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}))
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:  # checked by check_reachable before anything ran
         ray.init(address=address, **quiet)
@@ -48,6 +62,16 @@ def connect(opts: RayOptions) -> None:
             print(f"Ray: the cluster that `ray start` left at {left} does not answer ({problem}); "
                   "starting a fresh local one", file=sys.stderr)
     ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=None if opts.dashboard else False, **quiet)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The FORWARDED_ENV variables this driver has, less those a submitted job's own runtime_env sets
+    (ray.init refuses a runtime_env that sets the same variable as the job's)."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR  # where Ray itself reads it
+
+    job = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR) or "{}")
+    taken = set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ and k not in taken}
 
 
 def disconnect() -> None:
@@ -83,7 +107,7 @@ def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialC
             tune.with_resources(trainable, opts.trial_resources()),
             param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=[progress],
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
         tuner.fit()
     finally:
         shutil.rmtree(tune_dir, ignore_errors=True)
