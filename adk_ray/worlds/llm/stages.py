@@ -117,7 +117,7 @@ class LocalBackend:
 
     def align(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
         """Each unfinished run in turn; a run interrupted after a checkpoint iteration continues from the
-        state saved then in out_dir/resume/ (`align.save_align_state`), which is removed once it ends."""
+        state saved then in out_dir/resume/step-NNNNNN/ (`align.save_align_state`), removed once it ends."""
         from adk_ray.worlds.llm.align import (build_align_module, engine_kwargs, finish_align, is_aligned,
                                               load_align_state, run_align, save_align_state)
         for job in jobs:
@@ -126,15 +126,19 @@ class LocalBackend:
             engine = TorchEngine(build_align_module(job, preset, vocab), device=device_for(preset),
                                  **_torch_kwargs(engine_kwargs(job, preset)))
             state_dir = os.path.join(job.out_dir, RESUME_DIR)
-            start, curve = (load_align_state(state_dir, engine, job) if os.path.isdir(state_dir) else None) or (0, [])
+            saved = sorted(d for d in os.listdir(state_dir) if d.startswith("step-")) if os.path.isdir(state_dir) else []
+            start, curve = (load_align_state(os.path.join(state_dir, saved[-1]), engine, job) if saved else None) or (0, [])
 
             def keep(step: int, curve: list[dict], job=job, engine=engine, state_dir=state_dir) -> None:
-                # Written beside, then swapped in, so a crash mid-write leaves the previous state whole.
-                tmp = state_dir + ".tmp"
+                # Written under a temporary name and renamed (atomic), older states removed after: a crash
+                # at any point leaves at least one whole state.
+                tmp, final = os.path.join(state_dir, f"tmp-{step:06d}"), os.path.join(state_dir, f"step-{step:06d}")
                 shutil.rmtree(tmp, ignore_errors=True)
                 save_align_state(tmp, engine, job, step, curve)
-                shutil.rmtree(state_dir, ignore_errors=True)
-                os.replace(tmp, state_dir)
+                os.replace(tmp, final)
+                for old in os.listdir(state_dir):
+                    if old != os.path.basename(final):
+                        shutil.rmtree(os.path.join(state_dir, old), ignore_errors=True)
 
             finish_align(job, preset, run_align(job, preset, vocab, engine, start=start, curve=curve,
                                                 on_checkpoint=keep))
