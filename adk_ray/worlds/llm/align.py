@@ -10,7 +10,9 @@ Every algorithm shares one iteration:
     3. π_ref (a frozen copy of the start policy) and the sampling policy score every response token;
     4. the algorithm's updates, each `engine(ids)` → `engine.backward(loss)` → `engine.step()`;
     5. one curve point: reward mean/std over the GLOBAL batch, sequence KL to π_ref, the loss, and
-       DPO's margin and accuracy; rank 0 saves the policy every align.checkpoint_every iterations.
+       DPO's margin and accuracy; rank 0 saves the policy every align.checkpoint_every iterations, and
+       then every rank may save the run's resume state (`save_align_state`: engine, step, curve, random
+       states), from which `run_align(start=..., curve=...)` continues bit-identically.
 
 All losses are over response tokens only: the prompt and everything after EOS are masked.
 
