@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -151,6 +152,7 @@ def ray_local():
              _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
