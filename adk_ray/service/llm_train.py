@@ -9,6 +9,9 @@ The only module of the LLM world that imports Ray. `RayBackend` implements the b
     score   rows split over tasks running `worlds.llm.metrics.score_dataset`.
     align   `TorchTrainer(align.num_workers)`: each worker wraps the policy (PPO: and its value head) with
             DeepSpeed and runs `worlds.llm.align.run_align` (PAD: `worlds.llm.pad_kd.run_pad`) on its share.
+            At every align.checkpoint_every-th iteration all ranks save `align.save_align_state` (DeepSpeed
+            checkpoint, random states, step and curve) and report it; a restarted group
+            (FailureConfig(max_failures)) loads the latest one and continues from that iteration.
     train   `TorchTrainer(num_workers)`: each worker builds the student, wraps it with DeepSpeed (ZeRO-2,
             bf16 on GPU; gloo and fp32 on CPU) and runs `worlds.llm.train.train_loop`. Every
             `checkpoint_every` steps all ranks save a DeepSpeed checkpoint (model, their optimizer partition,
@@ -27,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 import ray
@@ -50,16 +54,22 @@ class RayBackend:
     """Runs the LLM world's heavy stages on the Ray cluster `ray.init` connected to."""
 
     def __init__(self, sample_workers: int | None = None, use_gpu: bool | None = None,
-                 storage_path: str | None = None, max_failures: int = 1, fail_at: tuple[str, int] | None = None):
+                 storage_path: str | None = None, max_failures: int = 1,
+                 worker_hook: Callable[[dict], None] | None = None):
         """Training runs use the preset's train.num_workers Ray Train workers (it sets the global batch, so
         it is part of a student's cache key and not a backend knob).
         sample_workers: tasks per sampling / scoring stage (default: GPUs in the cluster, else num_workers).
         use_gpu: default whether the cluster has GPUs. storage_path: Ray Train storage (default:
-        `<workdir>/ray_train`). fail_at: TESTS ONLY — (role, step): in the first attempt of a run, the last
-        rank calls os._exit(1) after `step` steps of that student, to exercise resume-from-checkpoint."""
+        `<workdir>/ray_train`). max_failures: worker-group restarts per run (FailureConfig), each resuming
+        from the run's latest reported checkpoint.
+        worker_hook: called inside every Ray Train worker after each student-training step and after each
+        alignment iteration (after that step's checkpoint, if any, is reported), with a dict: kind
+        ('train' | 'align'), role, rank, world_size, step, resumed_from (the step the worker group
+        restored, 0 on a fresh start), run_dir (the Ray Train run's storage folder). For monitoring, or for
+        a test to inject a fault (the resume tests kill a worker from it); it must pickle (cloudpickle)."""
         self.sample_workers = sample_workers
         self._use_gpu, self.storage_path = use_gpu, storage_path
-        self.max_failures, self.fail_at = max_failures, fail_at
+        self.max_failures, self.worker_hook = max_failures, worker_hook
 
     # -- resources ----------------------------------------------------------------------------
     @property
@@ -147,7 +157,8 @@ class RayBackend:
         first = os.path.abspath(jobs[0].out_dir)
         storage = self.storage_path or os.path.join(os.path.dirname(os.path.dirname(first)), "ray_train")
         name = f"{kind}-" + stage_key("ray_train", {"out": [os.path.abspath(j.out_dir) for j in jobs]})[:16]
-        config = {"preset": preset, "vocab": vocab, "jobs": jobs, "fail_at": self.fail_at}
+        config = {"preset": preset, "vocab": vocab, "jobs": jobs, "hook": self.worker_hook,
+                  "run_dir": os.path.join(storage, name)}
         trainer = TorchTrainer(
             worker, train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
@@ -174,13 +185,17 @@ def _worker_setup() -> tuple[int, int, object]:
 
 def align_worker(config: dict) -> None:
     """One Ray Train worker of an alignment run: per unfinished AlignJob, a DeepSpeed engine over the
-    policy (and value head) and the world's `run_align`. Rank 0 writes checkpoints and the record; a
-    restarted group re-runs an unfinished job from its start (runs are deterministic given the seed)."""
-    from adk_ray.worlds.llm.align import build_align_module, engine_kwargs, finish_align, is_aligned, run_align
+    policy (and value head) and the world's `run_align`. At each checkpoint iteration every rank saves its
+    part of the run's state (`save_align_state`) into one reported Ray Train checkpoint; a restarted group
+    finds it with `ray.train.get_checkpoint()` and continues the same job from that iteration (finished
+    jobs are skipped by their align.json). Rank 0 writes the policy checkpoints and the record."""
+    from adk_ray.worlds.llm.align import (build_align_module, engine_kwargs, finish_align, is_aligned,
+                                          load_align_state, run_align, save_align_state)
     from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine
 
     rank, world, device = _worker_setup()
-    preset, vocab = config["preset"], config["vocab"]
+    preset, vocab, hook = config["preset"], config["vocab"], config.get("hook")
+    restored = ray.train.get_checkpoint()
     for k, job in enumerate(config["jobs"]):
         if is_aligned(job.out_dir):
             continue
@@ -188,10 +203,26 @@ def align_worker(config: dict) -> None:
         engine = DeepSpeedModuleEngine(build_align_module(job, preset, vocab), world_size=world,
                                        zero_stage=preset.train.zero_stage, bf16=preset.train.bf16, device=device,
                                        **engine_kwargs(job, preset))
-        curve = run_align(job, preset, vocab, engine, rank, world)
+        start, curve = 0, []
+        if restored:
+            with restored.as_directory() as d:
+                start, curve = load_align_state(d, engine, job, rank) or (0, [])
+
+        def on_checkpoint(step: int, curve: list[dict], k=k, job=job, engine=engine) -> None:
+            with tempfile.TemporaryDirectory() as d:
+                save_align_state(d, engine, job, step, curve, rank)
+                ray.train.report({"job": k, "role": job.role, "iteration": step, **curve[-1]},
+                                 checkpoint=Checkpoint.from_directory(d))
+
+        def on_iteration(row: dict, job=job, start=start) -> None:
+            hook({"kind": "align", "role": job.role, "rank": rank, "world_size": world, "step": row["step"],
+                  "resumed_from": start, "run_dir": config["run_dir"]})
+
+        curve = run_align(job, preset, vocab, engine, rank, world, on_iteration=on_iteration if hook else None,
+                          start=start, curve=curve, on_checkpoint=on_checkpoint)
         if rank == 0:
             finish_align(job, preset, curve)
-        ray.train.report({"job": k, "role": job.role, "iterations": len(curve),
+        ray.train.report({"job": k, "role": job.role, "iterations": len(curve), "resumed_from": start,
                           "wall_seconds": time.perf_counter() - t0})      # a barrier: the record is on disk
         del engine
 
@@ -246,7 +277,7 @@ def train_students_worker(config: dict) -> None:
         with restored.as_directory() as d:
             with open(os.path.join(d, PROGRESS)) as f:
                 progress = json.load(f)
-    fail_at = config.get("fail_at")
+    hook = config.get("hook")
 
     for k, job in enumerate(config["jobs"]):
         if is_trained(job.out_dir):
@@ -270,13 +301,6 @@ def train_students_worker(config: dict) -> None:
                     "steps_seconds": time.perf_counter() - t_steps, "wall_seconds": time.perf_counter() - t0}
 
         def on_step(step: int, loss, lr: float) -> None:
-            if (fail_at is not None and restored is None and (job.role, step) == tuple(fail_at)
-                    and rank == world - 1):
-                # Tests: kill this worker mid-run, first attempt only. Ray Train registers a reported
-                # checkpoint when its controller next polls the workers (every ~2 s), so stall past one
-                # poll first: otherwise a fast run dies before any checkpoint is known and restarts at 0.
-                time.sleep(5)
-                os._exit(1)
             if s.checkpoint_every and step % s.checkpoint_every == 0 and step < total:
                 with tempfile.TemporaryDirectory() as d:
                     engine.save(d, step)
@@ -284,6 +308,9 @@ def train_students_worker(config: dict) -> None:
                         with open(os.path.join(d, PROGRESS), "w") as f:
                             json.dump({"job": k, "role": job.role, "step": step}, f)
                     ray.train.report(metrics(step, float(loss)), checkpoint=Checkpoint.from_directory(d))
+            if hook:
+                hook({"kind": "train", "role": job.role, "rank": rank, "world_size": world, "step": step,
+                      "resumed_from": start, "run_dir": config["run_dir"]})
 
         loss = train_loop(engine, data, s, job.seed, rank, world, start, total, on_step)
         final = metrics(total, loss)

@@ -10,7 +10,9 @@ Every algorithm shares one iteration:
     3. π_ref (a frozen copy of the start policy) and the sampling policy score every response token;
     4. the algorithm's updates, each `engine(ids)` → `engine.backward(loss)` → `engine.step()`;
     5. one curve point: reward mean/std over the GLOBAL batch, sequence KL to π_ref, the loss, and
-       DPO's margin and accuracy; rank 0 saves the policy every align.checkpoint_every iterations.
+       DPO's margin and accuracy; rank 0 saves the policy every align.checkpoint_every iterations, and
+       then every rank may save the run's resume state (`save_align_state`: engine, step, curve, random
+       states), from which `run_align(start=..., curve=...)` continues bit-identically.
 
 All losses are over response tokens only: the prompt and everything after EOS are masked.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple
 
@@ -59,6 +62,7 @@ from adk_ray.worlds.llm.selection import select_checkpoint, selection_rule
 ALGORITHMS = ("ppo", "dpo_online", "dpo_offline", "grpo")
 ALIGN_FILE = "align.json"
 CURVE_FILE = "curve.json"
+STATE_FILE = "align_state.json"
 SCORE_ROWS = 64     # rows per no-grad scoring forward: bounds the [rows, T, vocab] logits at full vocab
 
 
@@ -493,9 +497,10 @@ def _save_checkpoint(policy: nn.Module, job: AlignJob, preset, step: int) -> str
 
 
 def run_align(job: AlignJob, preset, vocab: Vocab, engine, rank: int = 0, world: int = 1,
-              on_iteration: Callable[[dict], None] | None = None) -> list[dict]:
-    """Iterations 1 … job.iterations of job.algorithm on `engine` (built over `build_align_module` with
-    `engine_kwargs`); returns the curve, one dict per iteration (the same on every rank):
+              on_iteration: Callable[[dict], None] | None = None, start: int = 0, curve: list[dict] | None = None,
+              on_checkpoint: Callable[[int, list[dict]], None] | None = None) -> list[dict]:
+    """Iterations start+1 … job.iterations of job.algorithm on `engine` (built over `build_align_module`
+    with `engine_kwargs`); returns the curve, one dict per iteration (the same on every rank):
 
         step, reward_mean, reward_std   folded R(y) of the iteration's samples over the global batch
                                         (std with Bessel's correction); dpo_offline trains on its static
@@ -509,8 +514,13 @@ def run_align(job: AlignJob, preset, vocab: Vocab, engine, rank: int = 0, world:
 
     Rank r samples batch // world responses with a generator seeded by (seed, iteration, r), and
     shuffles with one seeded by (seed, iteration, r, 1). Rank 0 saves the policy to
-    checkpoint_dir(out_dir, it) at every `checkpoint_steps` iteration; `on_iteration(row)` runs on every
-    rank after each iteration. With world > 1 torch.distributed must be initialised (the engine's group).
+    checkpoint_dir(out_dir, it) at every `checkpoint_steps` iteration; then, before the last iteration,
+    `on_checkpoint(it, curve)` runs on every rank (the place to `save_align_state`), and
+    `on_iteration(row)` runs on every rank after each iteration.
+
+    Resuming: restore a saved state into the engine (`load_align_state`) and pass its (start, curve);
+    the result equals an uninterrupted run's, since iteration i's draws depend only on (seed, i, rank).
+    With world > 1 torch.distributed must be initialised (the engine's group).
     The policy is read through `engine.module`, so ZeRO stage ≤ 2 (full weights on every rank).
     """
     s = preset.align
@@ -525,8 +535,10 @@ def run_align(job: AlignJob, preset, vocab: Vocab, engine, rank: int = 0, world:
     decoder = Decoder(module.policy, n_samples, prompt_len + s.max_new_tokens)
     pool = load_pair_pool(job, s, vocab, ref, target, device) if job.algorithm == "dpo_offline" else None
     saves = set(checkpoint_steps(job.iterations, s.checkpoint_every))
-    curve: list[dict] = []
-    for it in range(1, job.iterations + 1):
+    curve = list(curve or [])
+    if len(curve) != start:
+        raise ValueError(f"resuming after iteration {start} needs its {start} curve points, got {len(curve)}")
+    for it in range(start + 1, job.iterations + 1):
         gen = torch.Generator(device=device)
         gen.manual_seed(stream_seed(job.seed, it, rank))
         rng = np.random.default_rng([job.seed, it, rank, 1])
@@ -566,11 +578,72 @@ def run_align(job: AlignJob, preset, vocab: Vocab, engine, rank: int = 0, world:
         curve.append(row)
         if rank == 0 and it in saves:
             _save_checkpoint(module.policy, job, preset, it)
+        if on_checkpoint and it in saves and it < job.iterations:
+            on_checkpoint(it, curve)
         if on_iteration:
             on_iteration(row)
     if world > 1:
         dist.barrier()                          # every rank returns once rank 0's last checkpoint is written
     return curve
+
+
+# -- resume -------------------------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """This process's global random states (torch CPU and CUDA, numpy, python). The run's own draws do
+    not read them (every sample and shuffle has a generator seeded by (seed, iteration, rank)), but
+    library code may, so a resumed run restores them too."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_align_state(directory: str, engine, job: AlignJob, step: int, curve: list[dict], rank: int = 0) -> str:
+    """Everything a run needs to continue after iteration `step` exactly as if it had not stopped, in
+    `directory` (every rank calls it, with its own engine):
+
+        the engine's state      `engine.save`: policy and value head, optimiser state, LR schedule
+                                (DeepSpeed: its checkpoint, one optimiser partition per rank)
+        rng-rank<r>.pt          rank r's global random states (`rng_state`)
+        align_state.json        rank 0: which run (role, algorithm, out_dir, seed), `step`, the curve so far
+
+    The iteration's own noise needs no saving: iteration i draws from generators seeded by
+    (seed, i, rank), so iteration step+1 draws the same whether or not the run stopped in between."""
+    os.makedirs(directory, exist_ok=True)
+    engine.save(directory)
+    torch.save(rng_state(), os.path.join(directory, f"rng-rank{rank}.pt"))
+    if rank == 0:
+        write_json(os.path.join(directory, STATE_FILE), {**_run_key(job), "step": int(step), "curve": curve})
+    return directory
+
+
+def load_align_state(directory: str, engine, job: AlignJob, rank: int = 0) -> tuple[int, list[dict]] | None:
+    """Restore a `save_align_state` directory of this same run into `engine` and this process's random
+    states; returns (step, curve so far), or None when the directory holds another run's state (or none)."""
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        state = json.load(f)
+    if {k: state.get(k) for k in _run_key(job)} != _run_key(job):
+        return None
+    engine.load(directory)
+    set_rng_state(torch.load(os.path.join(directory, f"rng-rank{rank}.pt"), weights_only=False))
+    return int(state["step"]), state["curve"]
+
+
+def _run_key(job: AlignJob) -> dict:
+    """What identifies a run in its resume state (so a state is never loaded into another job)."""
+    return {"role": job.role, "algorithm": job.algorithm, "beta": job.beta, "iterations": job.iterations,
+            "seed": job.seed, "out_dir": os.path.abspath(job.out_dir)}
 
 
 # -- selection and the run's record ----------------------------------------------------------------------------

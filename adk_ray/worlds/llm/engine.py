@@ -6,14 +6,21 @@ Ray Train worker wrapping DeepSpeed.
     engine.backward(loss)    backward of one micro-batch's loss (scaled by 1/grad_accum)
     engine.step()            after every micro-batch: the optimiser steps only at an accumulation boundary
     engine.module            the trained nn.Module (sample and score with it under torch.no_grad)
+    engine.save(directory)   module, optimiser, LR schedule and accumulation count, for resuming (every rank)
+    engine.load(directory)   restore what `save` wrote, in place (same module, same optimiser objects)
 
 The student-training engines of `train.py` wrap a causal-LM loss; these wrap any module whose forward
 the stage defines (a policy with a value head, say) and leave the loss to the stage.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
+
+TORCH_STATE = "engine.pt"
+DEEPSPEED_TAG = "state"
 
 
 def warmup_multiplier(update: int, warmup: int) -> float:
@@ -53,6 +60,20 @@ class TorchEngine:
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def save(self, directory: str) -> None:
+        """One file, engine.pt: module, AdamW moments and step counts, the LR schedule, the micro count."""
+        os.makedirs(directory, exist_ok=True)
+        torch.save({"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "micro": self.micro},
+                   os.path.join(directory, TORCH_STATE))
+
+    def load(self, directory: str) -> None:
+        state = torch.load(os.path.join(directory, TORCH_STATE), map_location=self.device, weights_only=True)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro = int(state["micro"])
 
 
 class DeepSpeedModuleEngine:
@@ -100,6 +121,19 @@ class DeepSpeedModuleEngine:
 
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
+
+    def save(self, directory: str) -> None:
+        """DeepSpeed's own checkpoint under tag 'state': the module (rank 0), every rank's ZeRO optimiser
+        partition (fp32 master weights and Adam moments), the LR schedule and its step counters. Every
+        rank must call it (a collective)."""
+        self.engine.save_checkpoint(directory, tag=DEEPSPEED_TAG)
+
+    def load(self, directory: str) -> None:
+        """Restore everything `save` wrote into this engine (every rank)."""
+        path, _ = self.engine.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint tagged {DEEPSPEED_TAG!r}")
 
     @property
     def module(self) -> nn.Module:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard
 from adk_ray.worlds.llm.train import PlainEngine, total_steps, train_loop
 
 TRAIN_INFO = "train.json"
+RESUME_DIR = "resume"      # LocalBackend: an aligner's latest resume state, inside its out_dir
 
 
 def materialize(spec: ModelSpec, vocab: Vocab, seed: int, out_dir: str, info: dict) -> str:
@@ -114,12 +116,33 @@ class LocalBackend:
                 self._train_one(preset, vocab, job)
 
     def align(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
-        from adk_ray.worlds.llm.align import build_align_module, engine_kwargs, finish_align, is_aligned, run_align
+        """Each unfinished run in turn; a run interrupted after a checkpoint iteration continues from the
+        state saved then in out_dir/resume/step-NNNNNN/ (`align.save_align_state`), removed once it ends."""
+        from adk_ray.worlds.llm.align import (build_align_module, engine_kwargs, finish_align, is_aligned,
+                                              load_align_state, run_align, save_align_state)
         for job in jobs:
-            if not is_aligned(job.out_dir):
-                engine = TorchEngine(build_align_module(job, preset, vocab), device=device_for(preset),
-                                     **_torch_kwargs(engine_kwargs(job, preset)))
-                finish_align(job, preset, run_align(job, preset, vocab, engine))
+            if is_aligned(job.out_dir):
+                continue
+            engine = TorchEngine(build_align_module(job, preset, vocab), device=device_for(preset),
+                                 **_torch_kwargs(engine_kwargs(job, preset)))
+            state_dir = os.path.join(job.out_dir, RESUME_DIR)
+            saved = sorted(d for d in os.listdir(state_dir) if d.startswith("step-")) if os.path.isdir(state_dir) else []
+            start, curve = (load_align_state(os.path.join(state_dir, saved[-1]), engine, job) if saved else None) or (0, [])
+
+            def keep(step: int, curve: list[dict], job=job, engine=engine, state_dir=state_dir) -> None:
+                # Written under a temporary name and renamed (atomic), older states removed after: a crash
+                # at any point leaves at least one whole state.
+                tmp, final = os.path.join(state_dir, f"tmp-{step:06d}"), os.path.join(state_dir, f"step-{step:06d}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                save_align_state(tmp, engine, job, step, curve)
+                os.replace(tmp, final)
+                for old in os.listdir(state_dir):
+                    if old != os.path.basename(final):
+                        shutil.rmtree(os.path.join(state_dir, old), ignore_errors=True)
+
+            finish_align(job, preset, run_align(job, preset, vocab, engine, start=start, curve=curve,
+                                                on_checkpoint=keep))
+            shutil.rmtree(state_dir, ignore_errors=True)
 
     def pad(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
         from adk_ray.worlds.llm.pad_kd import build_pad_module, is_pad_done, pad_engine_kwargs, run_pad
