@@ -43,7 +43,7 @@ def test_llm_keys_are_checked_against_the_llm_config():
     spec = load_spec("llm_ppo")
     with pytest.raises(SpecError, match="unknown key 'kd_beta'.*valid keys: preset"):
         apply_sets(spec, ["kd_beta=2"])           # a MoG field
-    with pytest.raises(SpecError, match="preset 'nope' is not one of tiny, gguf, full"):
+    with pytest.raises(SpecError, match="preset 'nope' is not one of tiny, gguf, gguf-smoke, full"):
         apply_sets(spec, ["preset=nope"])
     assert apply_sets(spec, ["final_kd_temperature=0.9,1.0"]).axes() == ["final_kd_temperature"]
 

@@ -46,14 +46,54 @@ def gguf_dir(directory: str = "") -> str:
     return list(spec.submodule_search_locations)[0]
 
 
-def load_tokenizer(spec: TokenizerSpec):
-    """A transformers tokenizer for 'gguf' or 'pretrained' specs."""
+_TOKENIZERS: dict = {}
+"""Tokenizers loaded by this process, by spec: parsing SmolLM2's 49152-token vocabulary and merges out of
+the GGUF takes ~7 s on a CPU core, and every stage that decodes or tokenises text asks for it."""
+
+
+def load_tokenizer(spec: TokenizerSpec, cache_dir: str = ""):
+    """A transformers tokenizer for 'gguf' or 'pretrained' specs, loaded once per process. With
+    `cache_dir` (the chain's work directory) a `save_pretrained` copy is kept there, which any process
+    of the same storage then loads in ~0.4 s instead of re-parsing the GGUF."""
+    if spec in _TOKENIZERS:
+        return _TOKENIZERS[spec]
     from transformers import AutoTokenizer
-    if spec.source == "gguf":
-        return AutoTokenizer.from_pretrained(gguf_dir(spec.gguf_dir), gguf_file=spec.name)
-    if spec.source == "pretrained":
-        return AutoTokenizer.from_pretrained(spec.name)
-    raise ValueError(f"no tokenizer for source {spec.source!r}")
+    if spec.source not in ("gguf", "pretrained"):
+        raise ValueError(f"no tokenizer for source {spec.source!r}")
+    saved = ""
+    if cache_dir:
+        import hashlib
+        key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:24]
+        saved = os.path.join(cache_dir, f"tokenizer-{key}")
+    if saved and os.path.exists(os.path.join(saved, "tokenizer_config.json")):
+        tok = AutoTokenizer.from_pretrained(saved)
+    else:
+        if spec.source == "gguf":
+            tok = AutoTokenizer.from_pretrained(gguf_dir(spec.gguf_dir), gguf_file=spec.name)
+        else:
+            tok = AutoTokenizer.from_pretrained(spec.name)
+        if saved:
+            import shutil
+            import tempfile
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-tokenizer-")
+            tok.save_pretrained(tmp)
+            try:
+                os.replace(tmp, saved)                   # another process may have won the race: keep its copy
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+    _TOKENIZERS[spec] = tok
+    return tok
+
+
+def decode_text(tokens, vocab: Vocab, tokenizer=None) -> str:
+    """One sequence as text for a human reader: the generated tokens after the prompt, through EOS.
+    Real tokenizers decode it (EOS shown as the tokenizer writes it, so a sample that ended is visibly
+    ended); the synthetic vocabulary has no text, so its ids are written space-separated."""
+    ids = [int(t) for t in list(tokens)[len(vocab.prompt_ids):]]
+    if tokenizer is None:
+        return " ".join(str(i) for i in ids)
+    return tokenizer.decode(ids, skip_special_tokens=False)
 
 
 def resolve_vocab(spec: TokenizerSpec) -> Vocab:
