@@ -72,9 +72,25 @@ def test_real_smollm2_decode_is_exact_and_fluent(smol):
     """The real 30-layer p*: decode log-probs equal teacher forcing (to fp32 accuracy over a 49152-way
     softmax), samples start with the prompt <|endoftext|> "The"."""
     model, vocab = smol
-    assert vocab.vocab_size == 49152 and vocab.bos_id == vocab.eos_id == 0 and len(vocab.prompt_ids) == 2
+    assert vocab.vocab_size == 49152 and vocab.bos_id == 0 and len(vocab.prompt_ids) == 2
     diff, lengths = _decode_vs_forward(model, vocab, 2, 8)
     assert float(diff.max()) < 1e-3, float(diff.max())
+
+
+def test_samples_end_where_the_instruct_model_ends_a_text(smol):
+    """EOS is <|im_end|>: after a finished sentence the real p* puts percent-level mass on it and
+    ~1e-6 on <|endoftext|> (the previous EOS, so no sample ever ended and training sets ran on into
+    "<|im_start|>assistant" chat turns); after <|im_end|> it starts such a turn ("\n")."""
+    from adk_ray.worlds.llm.models import load_tokenizer
+    model, vocab = smol
+    tok = load_tokenizer(SMOKE.tokenizer)
+    assert tok.convert_ids_to_tokens(vocab.eos_id) == "<|im_end|>" and vocab.pad_id == vocab.eos_id
+    assert tok.convert_ids_to_tokens(vocab.bos_id) == "<|endoftext|>"
+    ids = [vocab.bos_id, *tok.encode("The capital of France is Paris.", add_special_tokens=False)]
+    with torch.no_grad():
+        p = torch.softmax(model(input_ids=torch.tensor([ids + [vocab.eos_id]])).logits[0, -2:].float(), -1)
+    assert p[0, vocab.eos_id] > 1e-3 and p[0, vocab.eos_id] > 1000 * p[0, vocab.bos_id]
+    assert tok.convert_ids_to_tokens(int(p[1].argmax())) == "Ċ"         # "\n", then <|im_start|>
 
 
 def test_scores_are_fp32_even_where_sampling_is_bf16(smol):
@@ -113,7 +129,7 @@ def test_tokenizer_is_loaded_once_per_process_and_once_per_storage(tmp_path):
     assert again.encode(" cat sat.", add_special_tokens=False) == ids
     vocab = resolve_vocab(spec)
     text = models.decode_text(list(vocab.prompt_ids) + ids + [vocab.eos_id], vocab, again)
-    assert text == "The cat sat.<|endoftext|>"          # BOS left out, the prompt's "The" and EOS shown
+    assert text == "The cat sat.<|im_end|>"             # BOS left out, the prompt's "The" and EOS shown
 
 
 def test_gguf_file_ships_with_the_package():

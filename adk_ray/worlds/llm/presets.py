@@ -110,8 +110,11 @@ class TokenizerSpec:
     pretraining documents with <|endoftext|>; the Instruct GGUF's own bos is the chat marker <|im_start|>,
     after which "The" yields chat-role junk, so the SmolLM2 presets name <|endoftext|>."""
     eos_token: str = ""
-    """Real tokenizers: the token that ends a sample ('' = the tokenizer's eos_token; the Instruct
-    GGUF's is <|im_end|>, the SmolLM2 presets name the document end <|endoftext|>)."""
+    """Real tokenizers: the token that ends a sample ('' = the tokenizer's eos_token). The Instruct GGUF
+    ends a text with <|im_end|> (its own eos_token) and essentially never with <|endoftext|>: after "The
+    capital of France is Paris." p(<|im_end|>) = 0.018 but p(<|endoftext|>) = 4e-6, and after <|im_end|>
+    it writes "\n<|im_start|>assistant" chat turns. So the gguf presets end samples at <|im_end|>; the
+    base SmolLM2 models of 'full' end documents at <|endoftext|>."""
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,8 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 GGUF = LLMPreset(
     name="gguf",
-    tokenizer=TokenizerSpec(source="gguf", name=_GGUF_FILE, bos_token="<|endoftext|>", eos_token="<|endoftext|>"),
+    # Samples open with the pretraining document separator and end where the Instruct model ends a text.
+    tokenizer=TokenizerSpec(source="gguf", name=_GGUF_FILE, bos_token="<|endoftext|>", eos_token="<|im_end|>"),
     truth=ModelSpec(source="gguf", name=_GGUF_FILE),
     # Students share SmolLM2's 49152-token vocab; width and depth make p' (~25M) high-recall, p'' and
     # p_target (~7M, 2 layers) low-recall.
@@ -377,9 +381,9 @@ GGUF_SMOKE = LLMPreset(
     # estimate to draw conclusions from (the gguf preset uses 4096).
     sampling=SamplingSettings(max_new_tokens=16, chunk_size=64, train_samples=128, eval_samples=16,
                               threshold_samples=32, compile=False, dtype="float32"),
-    # 8 updates of 32 sequences; a large rate, since a student must move from uniform over 49152 tokens
-    # towards English unigram statistics in that many steps.
-    train=TrainSettings(lr=1e-2, per_device_batch=32, epochs=2, num_workers=1, checkpoint_every=0, bf16=False),
+    # 16 updates of 32 sequences (4 epochs of 128); a large rate, since a student must move from uniform
+    # over 49152 tokens towards English unigram statistics in that many steps.
+    train=TrainSettings(lr=1e-2, per_device_batch=32, epochs=4, num_workers=1, checkpoint_every=0, bf16=False),
     align=AlignSettings(max_new_tokens=16, ppo_lr=1e-3, dpo_lr=1e-3, grpo_lr=1e-3, ppo_batch=16, ppo_mini_batch=8,
                         dpo_responses=16, dpo_updates=4, dpo_mini_batch=4, dpo_grad_accum=1, dpo_offline_pairs=64,
                         grpo_batch=16, grpo_group=4, grpo_mini_batch=8, checkpoint_every=2, selection_window=2,
