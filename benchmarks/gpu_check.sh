@@ -71,7 +71,7 @@ EOF
 cat "$OUT/env.txt"
 
 if [[ "$MODE" == "--cpu-dry-run" ]]; then
-  step sampling 120 python benchmarks/llm_sampling.py --cpu-smoke
+  step sampling 120 python benchmarks/llm_sampling.py --cpu-smoke --variants ours-compile,ours-e2e,ours,hf
   step train_mfu 180 python benchmarks/llm_train_mfu.py --cpu-smoke --variants plain,ds
   step llm_ppo 120 python -m adk_ray.sweep llm_ppo --dry-run --set seeds=1 --set iterations=20 \
       --set checkpoint_every=10 --set train_samples=20000 --set eval_samples=1024 --storage "$OUT/results"
