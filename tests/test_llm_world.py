@@ -175,7 +175,7 @@ def test_batch_rows_cover_each_epoch_and_depend_only_on_step():
 # -- presets and models --------------------------------------------------------------------------------
 
 def test_presets():
-    assert set(PRESETS) == {"tiny", "gguf", "full"}
+    assert set(PRESETS) == {"tiny", "gguf", "gguf-smoke", "full"}
     full = get_preset("full")
     assert full.truth.name == "HuggingFaceTB/SmolLM2-1.7B" and full.p_prime.name == "HuggingFaceTB/SmolLM2-360M"
     assert full.sampling.max_new_tokens == 512 and full.sampling.train_samples == 10_000_000

@@ -28,6 +28,8 @@ class Results:
     """The resolved sweep spec of sweep.json, or None."""
     notices: list[str] = field(default_factory=list)
     """What was missing or unreadable, shown at the top of the page."""
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """LLM text samples of samples/*.parquet; empty DataFrame when there are none."""
 
 
 def load_results(results_dir: str) -> Results:
@@ -40,6 +42,8 @@ def load_results(results_dir: str) -> Results:
     models = _read_parquet_dir(fs, posixpath.join(root, "models"), "models", model_notices)
     if (sweep or {}).get("world") != "llm":
         notices.extend(model_notices)
+    # Only the LLM world stores text samples; runs from before they existed have none.
+    samples = _read_parquet_dir(fs, posixpath.join(root, "samples"), "samples", [])
     planned = _planned_trial_ids(sweep)
     if planned is not None and not rows.empty and "trial_id" in rows:
         # One folder collects every variant run into it (--smoke, --set): draw only the latest run's
@@ -51,7 +55,9 @@ def load_results(results_dir: str) -> Results:
             rows = rows[~other].reset_index(drop=True)
             if not models.empty and "trial_id" in models:
                 models = models[models["trial_id"].isin(planned)].reset_index(drop=True)
-    return Results(rows=rows, models=models, sweep=sweep, notices=notices)
+    if planned is not None and not samples.empty and "trial_id" in samples:
+        samples = samples[samples["trial_id"].isin(planned)].reset_index(drop=True)
+    return Results(rows=rows, models=models, sweep=sweep, notices=notices, samples=samples)
 
 
 def _planned_trial_ids(sweep: dict | None) -> set | None:

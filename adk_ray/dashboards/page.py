@@ -11,7 +11,7 @@ import plotly.offline
 
 from adk_ray.storage import atomic_write, open_storage
 
-from . import blocks, fragments
+from . import blocks, fragments, samples
 from .load import Results, load_results
 from .progress import failed_trials, trial_counts
 
@@ -51,6 +51,7 @@ def render_html(results: Results, results_dir: str = "") -> str:
     body += _guarded("the boxplots", notices, lambda: blocks.boxplot_sections(rows, sweep, figs, notices))
     body += _guarded("the learning curves", notices, lambda: blocks.learning_curves(rows, figs, notices))
     body += _guarded("the LLM figures", notices, lambda: blocks.llm_figures(rows, figs, notices))
+    body += _guarded("the text samples", notices, lambda: samples.text_samples_block(results.samples, notices))
     body += _guarded("the MoG pictures", notices, lambda: blocks.mog_pictures(results.models, sweep, figs, notices))
     body += _guarded("the failed trials", notices, lambda: [fragments.failures_block(failed_trials(rows))])
     # The header comes last so it can show every notice the blocks raised.

@@ -39,6 +39,8 @@ from adk_ray.worlds.llm.stages import LocalBackend, TrainJob, is_trained, materi
 
 Progress = Callable[[str], None] | None
 """progress(message): called as stages start and finish."""
+TEXT_SAMPLES = 4
+"""Decoded sequences kept per token set and per evaluated model (researchers judge alignment by reading)."""
 
 
 class Backend(Protocol):
@@ -82,6 +84,7 @@ class Chain:
         self.backend = backend or LocalBackend()
         self.progress = progress or (lambda msg: None)
         self.timings: dict[str, float] = {}
+        self._target: tuple[str, object] | None = None      # p_target loaded in-process for text_samples
 
     # -- building blocks -------------------------------------------------------------------------
     def _timed(self, label: str, fn):
@@ -214,9 +217,44 @@ class Chain:
     def evaluate(self, name: str, model: Artefact, truth: Artefact, p_target: Artefact, held_out: Artefact,
                  reward: dict) -> dict:
         """The four metrics of one model (paper §4.1, eq. 5–6) on eval_samples sequences each."""
-        own = self.dataset(model, f"{name}_eval", self.preset.sampling.eval_samples, self.preset.eval_temperature)
+        own = self.eval_set(name, model)
         return llm_metrics.model_metrics(precision_ll=self.scores(truth, own), recall_ll=self.scores(model, held_out),
                                          target_ll=self.scores(p_target, own), reward=reward)
+
+    def eval_set(self, name: str, model: Artefact) -> Artefact:
+        """The model's τ = eval_temperature samples that its precision, target precision and reward read."""
+        return self.dataset(model, f"{name}_eval", self.preset.sampling.eval_samples, self.preset.eval_temperature)
+
+    def text_samples(self, data: Artefact, p_target: Artefact, reward: dict, k: int = TEXT_SAMPLES,
+                     **tags) -> list[dict]:
+        """The first k sequences of a token set as a reader sees them: decoded text (token ids for the
+        synthetic vocab), generated length, whether EOS ended it, and its NLL under p_target and folded
+        reward R (the numbers the metrics and aligners use, scored in fp32). `tags` (model, pipeline, ...)
+        are copied into every row."""
+        from adk_ray.worlds.llm.data import TokenSet, head_sequences
+        from adk_ray.worlds.llm.models import decode_text, load_model, load_tokenizer
+        seqs = head_sequences(data.path, k)
+        if not seqs:
+            return []
+        if self._target is None or self._target[0] != p_target.path:
+            # p_target in this process (CPU, fp32): a few rows do not justify a Ray task per set.
+            self._target = (p_target.path, load_model(p_target.path, dtype="float32", device="cpu"))
+        width = max(len(x) for x in seqs)
+        tokens = np.full((len(seqs), width), self.vocab.pad_id, dtype=np.int32)
+        for i, x in enumerate(seqs):
+            tokens[i, :len(x)] = x
+        lengths = np.array([len(x) for x in seqs])
+        ll = llm_metrics.sequence_logliks(self._target[1], TokenSet(tokens, lengths, {}), len(self.vocab.prompt_ids))
+        rewards = llm_metrics.folded_rewards(ll, reward["threshold"], reward["scale"], reward["c"])
+        tok = (load_tokenizer(self.preset.tokenizer, cache_dir=self.workdir)
+               if self.preset.tokenizer.source != "synthetic" else None)
+        set_name = os.path.basename(data.path).rsplit("-", 1)[0]
+        # every row has every column (Arrow infers a table's columns from its first row)
+        tags = {"model": "", "pipeline": "", "stage": "", "iterations": None, **tags}
+        return [{"seed": self.seed, "token_set": set_name, "index": i, "text": decode_text(x, self.vocab, tok),
+                 "num_tokens": int(len(x) - len(self.vocab.prompt_ids)), "ended": bool(x[-1] == self.vocab.eos_id),
+                 "nll_target": float(-ll[i]), "reward": float(rewards[i]), **tags}
+                for i, x in enumerate(seqs)]
 
     # -- the chain -------------------------------------------------------------------------------
     def cast(self) -> dict:

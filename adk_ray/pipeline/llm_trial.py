@@ -11,7 +11,8 @@ a checkpoint at or before N; A-K distils its pick at τ = final_kd_temperature i
 Rows: p_prime (both pipelines), p_dprime (K-A), aligned (A-K: p'_AK), final (K-A: p''_KA, A-K:
 p''_AK), each with the four metrics and `selected_step`; and selection_curve rows (step, reward mean
 as final_average_reward, reward_std, margin, accuracy, kl, loss) that the rules read and the dashboard
-draws as Figures 13–14.
+draws as Figures 13–14. Text samples (`TrialResult.samples`): the first TEXT_SAMPLES sequences of
+every token set and of every evaluated model's evaluation set, decoded, with NLL under p_target and R.
 
 A lock per (preset, seed) in the work directory makes concurrent trials of one storage (another sweep,
 another Tune trial) wait for each other instead of writing the same models twice.
@@ -41,11 +42,13 @@ def run_llm_trial(cfg: LLMTrialConfig, workdir: str, backend: Backend | None = N
     for seed in cfg.seeds:
         with FileLock(os.path.join(workdir, "locks", f"{preset.name}-seed{seed}.lock")):
             chain = Chain(preset, seed, workdir, backend, progress=progress)
-            result.rows.extend(_one_seed(cfg, chain))
+            rows, samples = _one_seed(cfg, chain)
+            result.rows.extend(rows)
+            result.samples.extend(samples)
     return result
 
 
-def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> list[dict]:
+def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> tuple[list[dict], list[dict]]:
     from adk_ray.worlds.llm.align import checkpoint_dir, read_align, read_curve
     from adk_ray.worlds.llm.selection import select_checkpoint
 
@@ -58,18 +61,32 @@ def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> list[dict]:
         p_dprime = chain.pad("p_dprime", p_dprime, p_prime, cfg.kd_method)
 
     rows: list[dict] = []
+    samples: list[dict] = []
 
-    def evaluate(name: str, model: Artefact) -> dict:
-        return chain.evaluate(name, model, truth, p_target, held_out, reward)
+    def texts(data: Artefact, **tags) -> None:
+        samples.extend(chain.text_samples(data, p_target, reward, algorithm=cfg.algorithm, **tags))
+
+    def evaluate(name: str, model: Artefact, label: str = "", pipeline: str = "", stage: str = "",
+                 iterations: int | None = None) -> dict:
+        metrics = chain.evaluate(name, model, truth, p_target, held_out, reward)
+        # the evaluated model's own τ=1 samples, the ones its four metrics read
+        texts(chain.eval_set(name, model), model=label, pipeline=pipeline, stage=stage, iterations=iterations)
+        return metrics
 
     def row(pipeline: str, stage: str, metrics: dict, iterations: int | None = None, **extra) -> None:
         rows.append({"world": "llm", "algorithm": cfg.algorithm, "pipeline": pipeline, "stage": stage,
                      "seed": chain.seed, "iterations": iterations, "step": None, **metrics, **extra})
 
-    pp = evaluate("p_prime", p_prime)
+    # p*'s τ=1 held-out samples (what recall reads) and every token set the cast was trained on
+    texts(held_out, model="p*", pipeline="", stage="truth")
+    for name in ("truth_train", "p_prime_kd", "p_prime_target"):
+        texts(c[name], model="", pipeline="", stage="")
+    texts(chain.dataset(p_target, "p_target_self", p.sampling.threshold_samples, p.eval_temperature),
+          model="", pipeline="", stage="")
+    pp = evaluate("p_prime", p_prime, "p'", "both", "p_prime")
     row("K-A", "p_prime", pp)
     row("A-K", "p_prime", pp)
-    row("K-A", "p_dprime", evaluate(f"p_dprime_{cfg.kd_method}", p_dprime))
+    row("K-A", "p_dprime", evaluate(f"p_dprime_{cfg.kd_method}", p_dprime, "p''", "K-A", "p_dprime"))
 
     longest = max(cfg.iterations)
     (ka_run, _), (ak_run, _) = chain.align([("p_dprime_KA", p_dprime), ("p_prime_AK", p_prime)], cfg.algorithm,
@@ -91,14 +108,17 @@ def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> list[dict]:
             picked[pipeline] = (step, Artefact(f"{run.key}-ckpt{step}", checkpoint_dir(run.path, step)))
         ka_step, ka_model = picked["K-A"]
         ak_step, ak_model = picked["A-K"]
-        row("K-A", "final", evaluate("p_dprime_KA", ka_model), n, selected_step=ka_step)
-        row("A-K", "aligned", evaluate("p_prime_AK", ak_model), n, selected_step=ak_step)
+        row("K-A", "final", evaluate("p_dprime_KA", ka_model, "p''_KA", "K-A", "final", n), n, selected_step=ka_step)
+        row("A-K", "aligned", evaluate("p_prime_AK", ak_model, "p'_AK", "A-K", "aligned", n), n,
+            selected_step=ak_step)
         kd_data = chain.dataset(ak_model, "p_prime_AK_kd", p.sampling.train_samples, cfg.final_kd_temperature)
+        texts(kd_data, model="", pipeline="A-K", stage="", iterations=n)
         final, = chain.students([("p_dprime_AK", p.p_dprime, kd_data)])
         if cfg.final_kd != "seqkd":
             final = chain.pad("p_dprime_AK", final, ak_model, cfg.final_kd)
-        row("A-K", "final", evaluate(f"p_dprime_AK_{cfg.final_kd}", final), n, selected_step=ak_step)
+        row("A-K", "final", evaluate(f"p_dprime_AK_{cfg.final_kd}", final, "p''_AK", "A-K", "final", n), n,
+            selected_step=ak_step)
     for r in rows:
         for m in METRICS:
             r.setdefault(m, None)
-    return rows
+    return rows, samples

@@ -47,9 +47,10 @@ def run_and_store(cfg: TrialConfig, ctx: TrialContext) -> pa.Table:
         wall = time.monotonic() - start
         data = ok_table(result.rows, cfg, ctx.meta, wall)
         models = models_table(result.models, cfg, ctx.meta) if result.models else None
+        samples = models_table(result.samples, cfg, ctx.meta) if result.samples else None
     except Exception as e:  # noqa: BLE001 - any failure of the world is the trial's result
         traceback.print_exc()
         message = f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
-        data, models = error_table(cfg, ctx.meta, message, time.monotonic() - start), None
-    store.write_trial(trial_id_of(cfg), data, models)
+        data, models, samples = error_table(cfg, ctx.meta, message, time.monotonic() - start), None, None
+    store.write_trial(trial_id_of(cfg), data, models, samples)
     return data

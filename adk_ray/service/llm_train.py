@@ -44,7 +44,7 @@ from adk_ray.worlds.llm.metrics import score_dataset
 from adk_ray.worlds.llm.models import Vocab
 from adk_ray.worlds.llm.presets import LLMPreset
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard, split_chunks
-from adk_ray.worlds.llm.stages import (TrainJob, is_trained, read_train_info, sequence_width, student_info,
+from adk_ray.worlds.llm.stages import (TrainJob, is_trained, scoring_dtype, read_train_info, sequence_width, student_info,
                                        write_train_info)
 
 PROGRESS = "progress.json"
@@ -111,7 +111,7 @@ class RayBackend:
         n = token_data.open_dataset(data_dir).count_rows()
         bounds = np.linspace(0, n, self._n_tasks(preset) + 1).round().astype(int)
         task = ray.remote(score_dataset).options(**self._task_options())
-        dtype = preset.sampling.dtype if self.use_gpu else "float32"
+        dtype = scoring_dtype(preset, self.use_gpu)      # fp32 always: metrics and the reward threshold
         refs = [task.remote(model_dir, data_dir, vocab, dtype, None, 64, np.arange(a, b))
                 for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         return np.concatenate(ray.get(refs))

@@ -61,6 +61,7 @@ def error_table(cfg: TrialConfig, meta: TrialMeta, message: str, wall_seconds: f
 
 
 def models_table(models: list[dict], cfg: TrialConfig, meta: TrialMeta) -> pa.Table:
-    """The world's stored model parameters, tagged with the sweep and trial (schema inferred)."""
+    """The world's stored model parameters (MoG) or text samples (LLM), tagged with the sweep and trial
+    (schema inferred)."""
     tid = trial_id_of(cfg)
     return pa.Table.from_pylist([{"sweep": meta.sweep, "trial_id": tid, **m} for m in models])

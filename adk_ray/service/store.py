@@ -3,6 +3,7 @@
     sweep.json                  the resolved spec (the dashboard reads which axis varies where)
     data/<trial_id>.parquet     a finished trial's rows: the dataset, and the resume marker
     models/<trial_id>.parquet   the models' mixture parameters (written before the data file)
+    samples/<trial_id>.parquet  LLM world: decoded text samples with reward and NLL (before the data file)
     cache/                      the world's shared-stage cache (local storage only)
     dashboard.html
 
@@ -30,7 +31,7 @@ from adk_ray import storage as storage_fs
 from adk_ray.service.values import SpecError
 from adk_ray.storage import StorageError, atomic_write, first_line, is_uri
 
-DATA, MODELS = "data", "models"
+DATA, MODELS, SAMPLES = "data", "models", "samples"
 STORAGE_TIMEOUT_S = 20.0
 """How long opening, probing and schema-checking a storage may take before the sweep gives up on it."""
 SCHEMA_KEY = b"adk_ray.schema_version"
@@ -183,10 +184,13 @@ class ResultStore:
 
     # --------------------------------------------------------------------------------------- writes
 
-    def write_trial(self, trial_id: str, data: pa.Table, models: pa.Table | None) -> None:
-        """Models first: a data file is the promise that the trial is complete."""
-        if models is not None and models.num_rows:
-            atomic_write(self.models_path(trial_id), lambda out: pq.write_table(models, out), self.fs)
+    def write_trial(self, trial_id: str, data: pa.Table, models: pa.Table | None,
+                    samples: pa.Table | None = None) -> None:
+        """Models and samples first: a data file is the promise that the trial is complete."""
+        for sub, table in ((MODELS, models), (SAMPLES, samples)):
+            if table is not None and table.num_rows:
+                atomic_write(self.path(sub, f"{trial_id}.parquet"), lambda out, t=table: pq.write_table(t, out),
+                             self.fs)
         atomic_write(self.data_path(trial_id), lambda out: pq.write_table(data, out), self.fs)
 
     def write_json(self, name: str, obj: dict) -> None:
@@ -194,7 +198,7 @@ class ResultStore:
 
     def remove_temporaries(self) -> None:
         """Temp files a killed run left behind (they are invisible to readers, but clutter)."""
-        for sub in (DATA, MODELS, ""):
+        for sub in (DATA, MODELS, SAMPLES, ""):
             for p in self._list(sub, suffix=".tmp"):
                 if posixpath.basename(p).startswith("."):
                     try:

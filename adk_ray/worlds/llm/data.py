@@ -93,6 +93,15 @@ def read_meta(directory: str) -> dict:
     return json.loads(raw[META_KEY]) if META_KEY in raw else {}
 
 
+def head_sequences(directory: str, k: int) -> list[np.ndarray]:
+    """The set's first k sequences in (chunk, row) order, read from chunk 0 only (a set of millions of rows
+    is not loaded to show a few)."""
+    import pyarrow.compute as pc
+    table = open_dataset(directory).to_table(filter=(pc.field("chunk") == 0) & (pc.field("row") < k))
+    table = table.sort_by([("row", "ascending")])
+    return [np.asarray(x, dtype=np.int32) for x in table.column("tokens").to_pylist()]
+
+
 def read_tokens(directory: str, pad_id: int, width: int | None = None) -> TokenSet:
     """The whole set, ordered by (chunk, row), right-padded with `pad_id` to `width` (default: longest)."""
     table = open_dataset(directory).to_table().sort_by([("chunk", "ascending"),

