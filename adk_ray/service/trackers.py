@@ -2,7 +2,8 @@
 
 Each trial reports to Tune, after its world has run (trainable.py):
   * one result per learning-curve step (`curve` rows of the MoG world, `selection_curve` rows of the LLM
-    world): `curve/<pipeline>/<metric>` (median over seeds) and `curve/<pipeline>/seed<k>/<metric>`, with
+    world): `curve/<pipeline>/<metric>` (median over seeds; per-seed curves stay in the Parquet rows: a metric per seed
+    would multiply the tracker's writes), with
     `timesteps_total` = the alignment step, which MLflow and TensorBoard use as the metric's step;
   * then its summary: `<pipeline>/<stage>/<metric>`, the median over seeds of every stored model (p_prime,
     p_dprime, aligned, final) at the trial's longest iteration count, and `<pipeline>/<stage>/it<N>/<metric>`
@@ -23,7 +24,6 @@ import os
 import posixpath
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from adk_ray.columns import METRICS
@@ -110,10 +110,6 @@ def _frame(table: pa.Table):
     return df[df["status"] == "ok"] if "status" in df else df
 
 
-def _finite(v) -> bool:
-    return v is not None and np.isfinite(v)
-
-
 def curve_results(table: pa.Table, metrics: list[str]) -> list[dict]:
     """One flat dict per learning-curve step, in step order (see the module docstring)."""
     df = _frame(table)
@@ -126,9 +122,6 @@ def curve_results(table: pa.Table, metrics: list[str]) -> list[dict]:
             for m in metrics:
                 if g[m].notna().any():
                     r[f"{prefix}/{pipe}/{m}"] = float(g[m].median())
-                for seed, v in zip(g["seed"], g[m]):
-                    if _finite(v):
-                        r[f"{prefix}/{pipe}/seed{int(seed)}/{m}"] = float(v)
         out.append(r)
     return out
 
