@@ -1,5 +1,8 @@
 """`python -m adk_ray.sweep`: run a sweep file as Ray Tune trials into an Arrow dataset (docs/sweeps.md).
 
+A thin layer over adk_ray.api (`run`, which `adk_ray.run_sweep` also calls): it parses flags, prints the
+one-line SweepError and maps the outcome to an exit code.
+
 Exit codes: 0 every trial ok; 1 some trial failed (its rows say why); 2 bad input (one line on
 stderr, nothing written); 130 interrupted.
 """
@@ -8,9 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adk_ray.service.ray_options import RayOptions, check_reachable
+from adk_ray.api import STORAGE_ENV, SweepError, default_storage, run
+from adk_ray.service.ray_options import RayOptions
 from adk_ray.service.spec import hypothesis_of, list_sweeps
-from adk_ray.service.values import SpecError
+from adk_ray.service.trackers import TRACKERS, Trackers
 
 PROG = "python -m adk_ray.sweep"
 
@@ -22,6 +26,7 @@ examples:
   python -m adk_ray.sweep mog_ppo --set beta=1.0,2.0 --set seeds=8
   python -m adk_ray.sweep mog_ppo --storage s3://bucket/results
   python -m adk_ray.sweep llm_ppo --smoke                           # the LLM world on the tiny preset
+  python -m adk_ray.sweep mog_ppo --smoke --tracker mlflow          # also log to MLflow (<storage>/mog_ppo/mlflow.db)
   ray job submit -- python -m adk_ray.sweep mog_ppo                 # on a Ray cluster
 
 --set KEY=VALUE: KEY is a field of the world's trial config (MoGTrialConfig, LLMTrialConfig) or `seeds`. seeds=N means seeds 0..N-1, a list
@@ -47,14 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", nargs="?", metavar="NAME", help="sweep name (see --list) or path to a .yaml file")
     p.add_argument("--list", action="store_true", help="name the sweeps with their hypotheses and exit")
-    p.add_argument("--storage", default="./results", metavar="PATH",
-                   help="local path or URI pyarrow opens (s3://, gs://); default ./results")
+    p.add_argument("--storage", default=None, metavar="PATH",
+                   help=f"local path or URI pyarrow opens (s3://, gs://); default ${STORAGE_ENV}, else ./results")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a fixed setting or replace a grid axis (repeatable; see below)")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the sweep to seconds (2 seeds, short stages, <=2 values per axis)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the planned trials; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="also re-run trials that finished with an error")
+    tr = p.add_argument_group("experiment trackers (Ray Tune's logger callbacks; docs/sweeps.md)")
+    tr.add_argument("--tracker", dest="trackers", action="append", default=[], choices=list(TRACKERS),
+                    help="log every trial's config, metrics and learning curves (repeatable); W&B runs offline")
+    tr.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, "
+                    "else SQLite at <storage>/<NAME>/mlflow.db)")
     ray = p.add_argument_group("Ray")
     ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS as `ray job submit` "
                      "sets it, else a cluster `ray start` left on this machine, else an embedded one)")
@@ -103,25 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: a sweep NAME is required; valid sweeps: {', '.join(list_sweeps())}", file=sys.stderr)
         return 2
 
-    from adk_ray.service.driver import Request, execute, prepare
-
-    req = Request(sweep=args.sweep, storage=args.storage, sets=tuple(args.sets), smoke=args.smoke,
-                  retry_failed=args.retry_failed)
+    opts = RayOptions(address=args.address, num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
+                      cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
+    trackers = Trackers(tuple(args.trackers), args.tracking_uri) if args.trackers else None
     try:
-        prep = prepare(req)
-        if args.dry_run:
-            for t in prep.trials:
-                print(t.trial_id, " ".join(f"{k}={v}" for k, v in t.params.items()))
-            if prep.spec.search:
-                print(f"search: {prep.spec.search.num_samples} samples over {', '.join(prep.spec.search.space)}")
-            return 0
-        opts = RayOptions(address=args.address, num_cpus=args.num_cpus, dashboard=not args.no_dashboard,
-                          cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
-        check_reachable(opts.address)
-        return execute(prep, opts, req)
-    except SpecError as e:
+        outcome = run(args.sweep, args.sets, args.storage or default_storage(), args.smoke, args.retry_failed,
+                      opts, trackers, dry_run=args.dry_run)
+    except SweepError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    if args.dry_run:
+        prep = outcome
+        for t in prep.trials:
+            print(t.trial_id, " ".join(f"{k}={v}" for k, v in t.params.items()))
+        if prep.spec.search:
+            print(f"search: {prep.spec.search.num_samples} samples over {', '.join(prep.spec.search.space)}")
+        return 0
+    return outcome.exit_code

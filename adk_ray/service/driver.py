@@ -78,8 +78,8 @@ def describe(spec: SweepSpec, trial_ids: list[str], params: dict[str, dict]) -> 
             "schema_version": SCHEMA_VERSION, "code_version": code_version()}
 
 
-def execute(prep: Prepared, ray_opts, req: Request) -> int:
-    """Run the unfinished trials; 0 if every trial is ok, 1 if any failed."""
+def execute(prep: Prepared, ray_opts, req: Request, trackers=None) -> int:
+    """Run the unfinished trials; 0 if every trial is ok, 1 if any failed. `trackers`: a trackers.Trackers."""
     spec, store = prep.spec, prep.store
     ray_opts = ray_opts.for_world(spec.world)
     meta = TrialMeta(sweep=spec.name, code_version=code_version(), world=spec.world)
@@ -114,16 +114,18 @@ def execute(prep: Prepared, ray_opts, req: Request) -> int:
             text = str(e).strip()
             raise SpecError(f"cannot start or reach Ray ({ray_opts.address or 'local'}): "
                             f"{text.splitlines()[0] if text else type(e).__name__}") from None
+        runner.announce_dashboard()
         try:
             store.remove_temporaries()
             _write_description(store, spec, ids, params)  # before the run: the dashboard reads it meanwhile
             progress = _progress(spec, store, meta, total, done_before, failed_before, dashboard, prep.trials)
+            callbacks = [progress, *(trackers.callbacks(store.location, spec.name) if trackers else [])]
             if spec.search:
                 from adk_ray.service.search import make_searcher
                 runner.run_search(spec.search, make_searcher(spec.search, past), pending,
-                                  dataclasses.asdict(check_base(spec)), ctx, ray_opts, progress)
+                                  dataclasses.asdict(check_base(spec)), ctx, ray_opts, callbacks)
             else:
-                runner.run_grid(todo, ctx, ray_opts, progress)
+                runner.run_grid(todo, ctx, ray_opts, callbacks)
         finally:
             runner.disconnect()
 

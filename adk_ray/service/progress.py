@@ -59,3 +59,47 @@ class SweepProgress(tune.Callback):
 
     def _postfix(self, refresh: bool = True):
         self.bar.set_postfix_str(f"done={self.ok} failed={self.failed}", refresh=refresh)
+
+
+def point_name(point: dict) -> str:
+    """A grid trial's readable name, its grid point: `beta=0.5,iterations=300` (the full config and the
+    trial id, which ride along in the point, are left out; tuples print as `15/30`)."""
+    def text(v) -> str:
+        return "/".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    shown = {k: v for k, v in point.items() if k not in ("trial_id", "config")}
+    return ",".join(f"{k}={text(v)}" for k, v in shown.items()) or point.get("trial_id", "trial")
+
+
+def named_trainable(trainable):
+    """The trainable as Tune's function-trainable class, with the trial's name as the actor's repr: Ray
+    shows an actor's `__repr__` in the dashboard's actor list and as its log prefix, where Tune's own
+    class would show only the function's name for every trial."""
+    from ray.tune.trainable import wrap_function
+
+    base = wrap_function(trainable)
+
+    class Trial(base):
+        def __repr__(self):
+            return self.trial_name or super().__repr__()
+
+    Trial.__name__ = Trial.__qualname__ = base._name
+    return Trial
+
+
+def dashboard_line() -> str | None:
+    """`Ray dashboard: http://HOST:PORT` and, when the cluster uses token authentication (Ray's default
+    for local clusters), the command that prints the token its login dialog asks for; None without one."""
+    import ray
+    from ray._private.worker import get_dashboard_url  # what ray.init()'s context reports, also when attached
+
+    url = get_dashboard_url()
+    if not url:
+        return None
+    url = url if "://" in url else f"http://{url}"
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+        token = is_token_auth_enabled()
+    except ImportError:  # a Ray without token authentication
+        token = False
+    del ray
+    return f"Ray dashboard: {url}" + (" (token: `ray get-auth-token`)" if token else "")

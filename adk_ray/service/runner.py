@@ -21,7 +21,7 @@ from ray import tune  # noqa: E402
 
 from adk_ray.service.execute import TrialContext  # noqa: E402
 from adk_ray.service.plan import PlannedTrial  # noqa: E402
-from adk_ray.service.progress import SweepProgress  # noqa: E402
+from adk_ray.service.progress import named_trainable  # noqa: E402
 from adk_ray.service.ray_options import RayOptions, cluster_left_behind, unanswered  # noqa: E402
 from adk_ray.service.spec import SearchSpec  # noqa: E402
 from adk_ray.service.trainable import grid_trial, search_trial  # noqa: E402
@@ -74,39 +74,48 @@ def forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ and k not in taken}
 
 
+def announce_dashboard() -> None:
+    """One line naming the Ray dashboard, and with token auth the command that prints the token."""
+    from adk_ray.service.progress import dashboard_line
+    line = dashboard_line()
+    if line:
+        print(line, file=sys.stderr)
+
+
 def disconnect() -> None:
     if ray.is_initialized():
         ray.shutdown()
 
 
-def run_grid(trials: list[PlannedTrial], ctx: TrialContext, opts: RayOptions, progress: SweepProgress) -> None:
+def run_grid(trials: list[PlannedTrial], ctx: TrialContext, opts: RayOptions, callbacks: list) -> None:
     # Longest first (Tune starts grid points in list order): the one 3000-step trial of an iteration
     # sweep otherwise starts last and runs alone while the other CPUs idle.
     trials = sorted(trials, key=lambda t: -max(t.config.iterations) * len(t.config.seeds))
     configs = {t.trial_id: dataclasses.asdict(t.config) for t in trials}
     trainable = tune.with_parameters(grid_trial, ctx=ctx, configs=configs)
-    points = [{"trial_id": t.trial_id, **t.params} for t in trials]
+    # The full config rides along in the point so that trackers log it as the trial's parameters.
+    points = [{"trial_id": t.trial_id, **t.params, "config": configs[t.trial_id]} for t in trials]
     _fit(trainable, {"trial": tune.grid_search(points)}, tune.TuneConfig(
         max_concurrent_trials=opts.max_concurrent, trial_name_creator=_grid_name,
-        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, progress)
+        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, callbacks)
 
 
 def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: TrialContext,
-               opts: RayOptions, progress: SweepProgress) -> None:
+               opts: RayOptions, callbacks: list) -> None:
     trainable = tune.with_parameters(search_trial, ctx=ctx, base=base, search=search)
     _fit(trainable, {}, tune.TuneConfig(
         search_alg=searcher, num_samples=num_samples, max_concurrent_trials=opts.max_concurrent,
-        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, progress)
+        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, callbacks)
 
 
 def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialContext, opts: RayOptions,
-         progress: SweepProgress) -> None:
+         callbacks: list) -> None:
     tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{ctx.meta.sweep}_")
     try:
         tuner = tune.Tuner(
-            tune.with_resources(trainable, opts.trial_resources()),
+            tune.with_resources(named_trainable(trainable), opts.trial_resources()),
             param_space=param_space, tune_config=tune_config,
-            run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=[progress],
+            run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
         tuner.fit()
     finally:
@@ -114,7 +123,7 @@ def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialC
 
 
 def _grid_name(trial) -> str:
-    point = dict(trial.config["trial"])
-    tid = point.pop("trial_id")
-    return f"{tid} " + " ".join(f"{k}={v}" for k, v in point.items())
+    """The grid point, e.g. `beta=0.5,iterations=300` (Tune's tables, the Ray dashboard's actor list)."""
+    from adk_ray.service.progress import point_name
+    return point_name(trial.config["trial"])
 

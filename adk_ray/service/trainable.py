@@ -1,7 +1,8 @@
-"""The functions Ray Tune runs as trials: build the trial's config, run and store it, report a summary.
+"""The functions Ray Tune runs as trials: build the trial's config, run and store it, report to Tune.
 
 Rows go straight from the worker to the results store (so a multi-node cluster writing to S3 ships
-no tables through the driver); Tune only sees the small summary, and the objective for a search.
+no tables through the driver); Tune only sees small results: one per learning-curve step, then the
+summary with each stored model's metrics (trackers.py names them), and the objective for a search.
 """
 from __future__ import annotations
 
@@ -10,20 +11,29 @@ from ray import tune
 from adk_ray.service.execute import TrialContext, run_and_store
 from adk_ray.service.objective import objective
 from adk_ray.service.spec import SearchSpec
+from adk_ray.service.trackers import curve_results, final_metrics, metric_columns
 
 
 def grid_trial(config: dict, *, ctx: TrialContext, configs: dict[str, dict]) -> None:
     """`config['trial']['trial_id']` names one of the planned trials in `configs`."""
     cfg = ctx.meta.world.config.from_dict(configs[config["trial"]["trial_id"]])
-    table = run_and_store(cfg, ctx)
-    tune.report(_summary(table))
+    _report(run_and_store(cfg, ctx), ctx, {})
 
 
 def search_trial(config: dict, *, ctx: TrialContext, base: dict, search: SearchSpec) -> None:
     """`config` holds the searched fields Optuna proposed; `base` the fixed ones."""
     cfg = ctx.meta.world.config.from_dict({**base, **config})
     table = run_and_store(cfg, ctx)
-    tune.report({**_summary(table), **objective(table, search)})
+    _report(table, ctx, objective(table, search))
+
+
+def _report(table, ctx: TrialContext, objective_values: dict) -> None:
+    """The curve steps (for trackers' step metrics), then the summary. The world has already run, so
+    every result can carry the objective, which Tune requires in each result of a search."""
+    metrics = metric_columns(ctx.meta.world)
+    for point in curve_results(table, metrics):
+        tune.report({**point, **objective_values})
+    tune.report({**_summary(table), **final_metrics(table, metrics), **objective_values})
 
 
 def _summary(table) -> dict:
