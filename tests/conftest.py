@@ -84,3 +84,25 @@ def llm_storage(tmp_path_factory) -> Path:
     """One results storage for every LLM-world test of the session: its llm_cache/ holds the tiny preset's
     chain (p*, p', p'', p_target), built once by whichever test comes first and reused by the others."""
     return tmp_path_factory.mktemp("llm_storage")
+
+
+@pytest.fixture
+def gloo_group(monkeypatch):
+    """A one-process gloo group on a free local port (what Ray Train gives a worker), torn down after."""
+    import socket
+
+    import torch.distributed as dist
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                           LOCAL_RANK="0").items():
+        monkeypatch.setenv(key, value)
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    import deepspeed.comm
+    if deepspeed.comm.is_initialized():
+        deepspeed.comm.destroy_process_group()       # also drops the groups DeepSpeed cached for this world
+    else:
+        dist.destroy_process_group()
+    assert not dist.is_initialized()

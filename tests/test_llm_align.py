@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -303,26 +302,6 @@ def test_offline_dpo_rejects_a_short_pair_set(models, tmp_path):
 
 
 # -- the DeepSpeed engine runs the same loop ---------------------------------------------------------------------
-
-@pytest.fixture
-def gloo_group(monkeypatch):
-    """A one-process gloo group on a free local port (what Ray Train gives a worker), torn down after."""
-    import torch.distributed as dist
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                           LOCAL_RANK="0").items():
-        monkeypatch.setenv(key, value)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    import deepspeed.comm
-    if deepspeed.comm.is_initialized():
-        deepspeed.comm.destroy_process_group()       # also drops the groups DeepSpeed cached for this world
-    else:
-        dist.destroy_process_group()
-    assert not dist.is_initialized()
-
 
 @pytest.mark.parametrize("algorithm", ["ppo", "dpo_online"])
 def test_deepspeed_and_torch_engines_agree(models, tmp_path, gloo_group, algorithm):

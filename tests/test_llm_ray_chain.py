@@ -12,6 +12,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from llm_faults import kill_once
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def ray_local():
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rtllm", dir="/tmp")
     os.environ["RAY_num_workers_soft_limit"] = "8"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
     for k, v in saved.items():
@@ -36,35 +37,6 @@ def ray_local():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def kill_once(marker_dir: str, role: str, step: int):
-    """A RayBackend worker_hook: the last rank exits (os._exit, no cleanup) at `step` of `role`'s first
-    attempt, once Ray Train has registered a checkpoint of it (the controller polls workers every ~2 s;
-    a checkpoint reported but not yet polled dies with the worker)."""
-
-    def hook(info: dict) -> None:
-        killed = os.path.join(marker_dir, "killed")
-        if ((info["kind"], info["role"], info["step"]) != ("train", role, step)
-                or info["rank"] != info["world_size"] - 1 or os.path.exists(killed)):
-            return
-        import time
-        snapshot = os.path.join(info["run_dir"], "checkpoint_manager_snapshot.json")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with open(snapshot) as f:
-                    latest = json.load(f).get("latest_checkpoint_result")
-                if latest and role in json.dumps(latest):
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        with open(killed, "w") as f:
-            f.write(str(step))
-        os._exit(1)
-
-    return hook
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +48,8 @@ def chain(ray_local, llm_storage, tmp_path_factory):
     workdir = llm_storage / "llm_cache"
     if workdir.exists():
         workdir = tmp_path_factory.mktemp("llm_chain")
-    backend = RayBackend(worker_hook=kill_once(str(tmp_path_factory.mktemp("kill_markers")), FAIL_ROLE, FAIL_STEP))
+    backend = RayBackend(worker_hook=kill_once(str(tmp_path_factory.mktemp("kill_markers")), FAIL_STEP, kind="train",
+                                                   role=FAIL_ROLE))
     result = run_distillation_chain("tiny", 0, str(workdir), backend=backend)
     with open(workdir / "chain-tiny-seed0.json") as f:
         manifest = json.load(f)

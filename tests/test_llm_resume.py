@@ -19,10 +19,10 @@ import json
 import os
 import shutil
 import tempfile
-import time
 
 import pytest
 import torch
+from llm_faults import kill_once
 
 from adk_ray.worlds.llm import align
 from adk_ray.worlds.llm.engine import TorchEngine
@@ -109,38 +109,6 @@ def test_local_backend_resumes_a_stopped_run(models, tmp_path, algorithm):
 
 # -- on Ray Train ---------------------------------------------------------------------------------------------
 
-def kill_once(marker_dir: str, at: int):
-    """A worker_hook that kills the last rank's process (os._exit, no cleanup) at iteration `at` of each
-    run, once per role, after Ray Train has registered the run's latest checkpoint (its controller
-    polls the workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; a checkpoint reported but not yet polled
-    would be lost with the worker). In a restarted group it records the iteration resumed from."""
-
-    def hook(info: dict) -> None:
-        role = info["role"]
-        if info["resumed_from"] and info["rank"] == 0:
-            with open(os.path.join(marker_dir, f"{role}.resumed"), "w") as f:
-                f.write(str(info["resumed_from"]))
-        killed = os.path.join(marker_dir, f"{role}.killed")
-        if info["step"] != at or info["rank"] != info["world_size"] - 1 or os.path.exists(killed):
-            return
-        snapshot = os.path.join(info["run_dir"], "checkpoint_manager_snapshot.json")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with open(snapshot) as f:
-                    latest = json.load(f).get("latest_checkpoint_result")
-                if latest and role in json.dumps(latest):
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        with open(killed, "w") as f:
-            f.write(str(at))
-        os._exit(1)
-
-    return hook
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
@@ -160,27 +128,6 @@ def ray_local():
             os.environ[k] = v
 
 
-@pytest.fixture
-def gloo_group(monkeypatch):
-    """A one-process gloo group on a free local port (what Ray Train gives a worker), torn down after."""
-    import socket
-
-    import torch.distributed as dist
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
-                           LOCAL_RANK="0").items():
-        monkeypatch.setenv(key, value)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    import deepspeed.comm
-    if deepspeed.comm.is_initialized():
-        deepspeed.comm.destroy_process_group()
-    else:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_ray_aligner_resumes_after_its_worker_dies(models, ray_local, gloo_group, tmp_path):
     """The reference runs uninterrupted in this process on the same DeepSpeed engine the Ray worker
@@ -196,7 +143,7 @@ def test_ray_aligner_resumes_after_its_worker_dies(models, ray_local, gloo_group
     markers.mkdir()
     killed = make_job(models, "ppo", tmp_path / "killed", role="ppo_run")
     RayBackend(storage_path=str(tmp_path / "ray_train"), max_failures=1,
-               worker_hook=kill_once(str(markers), KILL_AT)).align(SMALL, VOCAB, [killed])
+               worker_hook=kill_once(str(markers), KILL_AT, kind="align")).align(SMALL, VOCAB, [killed])
 
     assert (markers / "ppo_run.killed").read_text() == str(KILL_AT)
     assert (markers / "ppo_run.resumed").read_text() == "2"         # the checkpoint before the kill

@@ -341,6 +341,9 @@ TINY = LLMPreset(
 )
 
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GGUF_SMALL = ModelSpec(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2)
+"""p'' and p_target of the gguf preset: one low-recall shape."""
 
 GGUF = LLMPreset(
     name="gguf",
@@ -351,10 +354,8 @@ GGUF = LLMPreset(
     # p_target (~7M, 2 layers) low-recall.
     p_prime=ModelSpec(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
                       num_key_value_heads=2),
-    p_dprime=ModelSpec(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2),
-    p_target=ModelSpec(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2),
+    p_dprime=_GGUF_SMALL,
+    p_target=_GGUF_SMALL,
     sampling=SamplingSettings(max_new_tokens=128, chunk_size=512, train_samples=200_000, eval_samples=4096,
                               threshold_samples=8192, compile=True, dtype="bfloat16"),
     train=TrainSettings(per_device_batch=64, epochs=1, num_workers=1, checkpoint_every=500),
@@ -370,12 +371,10 @@ GGUF_SMOKE = LLMPreset(
     name="gguf-smoke",
     tokenizer=GGUF.tokenizer,
     truth=GGUF.truth,
-    p_prime=ModelSpec(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2),
-    p_dprime=ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                       num_key_value_heads=2),
-    p_target=ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                       num_key_value_heads=2),
+    # The tiny preset's student shapes, here with the real vocab.
+    p_prime=TINY.p_prime,
+    p_dprime=TINY.p_dprime,
+    p_target=TINY.p_target,
     # p* decodes at the speed its 540 MB of fp32 weights stream through the cache, nearly independent of
     # the batch: chunks of 64 rows. 16 sequences per metric estimate is a smoke test's number, not an
     # estimate to draw conclusions from (the gguf preset uses 4096).
