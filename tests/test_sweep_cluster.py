@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("beta=0.05,0.1,0.3",)
 """mog_ppo --smoke with three β values: 3 trials of 2 seeds, iterations 15 and 30."""
-LONG = (*SETS, "iterations=150")
-"""The same with 150 alignment iterations: trials long enough (several seconds) to be killed mid-way."""
+LONG = (*SETS, "iterations=600")
+"""The same with 600 alignment iterations: trials long enough (over 10 s on a quiet 2-core machine) to be
+killed mid-way; at 150 a quiet machine sometimes finished the trial before the kill landed."""
 
 
 def planned(sets=SETS):
@@ -51,10 +52,12 @@ def wait_until(cond, what: str, proc: subprocess.Popen, log: Path, timeout: floa
 
 
 def running_trial(node: subprocess.Popen):
-    """A process of `node` that is running a Tune trial (Ray names it `ray::ImplicitFunc.train`)."""
+    """A process of `node` that is running a Tune trial: Ray titles an actor's process `ray::CLASS.METHOD`,
+    here `ray::grid_trial.train` (service/progress.named_trainable keeps the function's name)."""
     for p in descendants(node.pid):
         try:
-            if "ImplicitFunc.train" in " ".join(p.cmdline()):
+            title = " ".join(p.cmdline())
+            if title.startswith("ray::") and title.split()[0].endswith(".train"):
                 return p
         except Exception:  # noqa: BLE001 - gone while we looked
             continue
