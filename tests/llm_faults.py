@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+
+import ray.cloudpickle
+
+# Ray's workers cannot import this test-only module (tests/ is not on their path): its hooks travel by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def wait_for_checkpoint(run_dir: str, role: str, timeout: float = 60.0) -> None:
