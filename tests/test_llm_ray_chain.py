@@ -91,7 +91,11 @@ def test_killed_worker_resumes_from_checkpoint(chain):
     start = _train_info(manifest, FAIL_ROLE)["start_step"]
     assert 0 < start < FAIL_STEP and start % every == 0, start
     for role in ("p_dprime", "p_target"):
-        assert _train_info(manifest, role)["start_step"] == 0
+        # Not killed by the hook; Ray Train may still restart a group on its own when a loaded machine
+        # misses its health check (seen once at load 13: p'' resumed from step 32), and then it must
+        # resume from a checkpoint too, and finish.
+        info = _train_info(manifest, role)
+        assert info["start_step"] % every == 0 and info["step"] == info["total_steps"], info
 
 
 def test_reward_threshold_is_stored_with_p_target(chain):
