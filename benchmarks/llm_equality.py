@@ -46,15 +46,21 @@ def cases() -> dict[str, LLMTrialConfig]:
     return out
 
 
+SMALL_ALIGN = {"ppo": {"batch": 16, "mini_batch": 8}, "dpo": {"responses": 16, "updates": 2, "grad_accum": 1,
+                                                           "offline_pairs": 32},
+               "grpo": {"batch": 16, "group": 4, "mini_batch": 8}}
+"""Per aligner family: the alignment settings a smoke run uses."""
+
+
 def shrink(preset):
     """The tiny preset cut to a smoke run: fewer alignment samples and updates, fewer PAD steps."""
     a = preset.align
-    small = {"ppo_batch": 16, "ppo_mini_batch": 8, "dpo_responses": 16, "dpo_updates": 2, "dpo_grad_accum": 1,
-             "dpo_offline_pairs": 32, "grpo_batch": 16, "grpo_group": 4, "grpo_mini_batch": 8}
-    if hasattr(a, "ppo_batch"):     # flat settings
-        align = dataclasses.replace(a, **small)
-    else:                           # nested per-aligner settings: algorithm -> its fields without prefix
-        align = a.with_flat(**small)
+    if hasattr(a, "ppo_batch"):     # the flat settings of the code before #16: ppo_batch, dpo_offline_pairs, ...
+        align = dataclasses.replace(a, **{f"{family}_{k}": v for family, kw in SMALL_ALIGN.items()
+                                          for k, v in kw.items()})
+    else:
+        align = dataclasses.replace(a, **{family: dataclasses.replace(getattr(a, family), **kw)
+                                          for family, kw in SMALL_ALIGN.items()})
     return preset.replace(align=align, train=dataclasses.replace(preset.train, epochs=1),
                           pad=dataclasses.replace(preset.pad, steps=4, batch=4))
 
@@ -65,13 +71,14 @@ def write(path: str) -> None:
     # run_llm_trial resolves the preset from the config's name; the smoke sizes go in at that point
     resolved = LLMTrialConfig.resolved_preset
     LLMTrialConfig.resolved_preset = lambda self: shrink(resolved(self))
+    hashed: set[str] = set()        # checkpoints of earlier cases (one algorithm may run in several cases)
     with tempfile.TemporaryDirectory() as workdir:
         for name, cfg in cases().items():
             t = time.perf_counter()
             res = run_llm_trial(cfg, workdir)
             records += [{"case": name, "kind": "row", "record": _json(r)} for r in res.rows]
             records += [{"case": name, "kind": "sample", "record": _json(s)} for s in res.samples]
-            weights = _weight_hashes(workdir, cfg.algorithm)
+            weights = _weight_hashes(workdir, cfg.algorithm, hashed)
             records += [{"case": name, "kind": "weights", "record": _json(w)} for w in weights]
             print(f"{name:18s} {len(res.rows):4d} rows {len(res.samples):4d} samples {len(weights):3d} checkpoints "
                   f"{time.perf_counter() - t:6.1f} s", flush=True)
@@ -84,11 +91,15 @@ def _json(d: dict) -> str:
     return json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}, sort_keys=True)
 
 
-def _weight_hashes(workdir: str, algorithm: str) -> list[dict]:
-    """sha256 over every tensor (name, dtype, shape, bytes) of every checkpoint of this algorithm's runs.
-    Directories are named by stage keys that hash settings, so a record names the role and step only."""
+def _weight_hashes(workdir: str, algorithm: str, hashed: set[str]) -> list[dict]:
+    """sha256 over every tensor (name, dtype, shape, bytes) of every checkpoint of this algorithm's runs
+    not in `hashed` (then added to it). Directories are named by stage keys that hash settings, so a
+    record names the role and step only."""
     out = []
     for d in sorted(glob.glob(os.path.join(workdir, "aligned", f"*-{algorithm}-*", "ckpt-*"))):
+        if d in hashed:
+            continue
+        hashed.add(d)
         role = os.path.basename(os.path.dirname(d)).split(f"-{algorithm}-")[0]
         h = hashlib.sha256()
         for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
