@@ -33,6 +33,7 @@ SMALL = get_preset("tiny", align={
     "dpo": {"responses": 8, "updates": 2, "mini_batch": 2, "grad_accum": 2, "offline_pairs": 6},
     "checkpoint_every": 2, "selection_window": 2})
 REWARD = {"threshold": 1.25, "scale": 10.0, "c": 0.5}    # about half fold: R_base ≈ 1.19–1.31 under these students
+PAIR_LOSS_AT_REF = {"dpo_online": math.log(2), "dpo_offline": math.log(2), "ipo_online": 1.0, "ipo_offline": 1.0}
 CURVE_KEYS = {"step", "reward_mean", "reward_std", "kl", "loss", "length"}
 
 
@@ -298,6 +299,17 @@ def test_aligner_mechanics(models, tmp_path, algorithm):
     other = align.run_align(make_job(models, algorithm, tmp_path / "other", seed=1, iterations=1), SMALL, VOCAB,
                             torch_engine(job, SMALL))
     assert other[0]["reward_mean"] != curve[0]["reward_mean"]
+
+
+@pytest.mark.parametrize("algorithm", list(PAIR_LOSS_AT_REF))
+def test_pair_aligners_use_their_own_loss(models, tmp_path, algorithm):
+    """At lr 0 the policy stays π_ref, so h = 0 on every pair: the loss is the table entry's pair loss at
+    h = 0, log 2 for DPO and (1/(2β))² = 1 for IPO at β = 0.5, and the margin is 0."""
+    preset = SMALL.replace(align=dataclasses.replace(SMALL.align, dpo=dataclasses.replace(SMALL.align.dpo, lr=0.0)))
+    job = make_job(models, algorithm, tmp_path / "run", iterations=1)
+    row, = align.run_align(job, preset, VOCAB, torch_engine(job, preset))
+    assert row["loss"] == pytest.approx(PAIR_LOSS_AT_REF[algorithm], abs=1e-5)
+    assert row["margin"] == pytest.approx(0.0, abs=1e-5)
 
 
 def test_offline_dpo_rejects_a_short_pair_set(models, tmp_path):

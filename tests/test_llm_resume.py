@@ -27,7 +27,7 @@ from adk_ray.worlds.llm import align
 from adk_ray.worlds.llm.engine import TorchEngine
 from adk_ray.worlds.llm.models import build_model, load_model, resolve_vocab, save_model
 from adk_ray.worlds.llm.presets import get_preset
-from adk_ray.worlds.llm.stages import RESUME_DIR, LocalBackend
+from adk_ray.worlds.llm.backends import RESUME_DIR, LocalBackend
 
 TINY = get_preset("tiny")
 VOCAB = resolve_vocab(TINY.tokenizer)

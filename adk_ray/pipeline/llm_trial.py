@@ -24,7 +24,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from adk_ray.pipeline.llm import Artefact, Backend, Chain
+from adk_ray.pipeline.llm_chain import Artefact, Backend, Chain
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.llm.config import LLMTrialConfig
 from adk_ray.worlds.llm.metrics import METRICS

@@ -2,7 +2,7 @@
 `TorchTrainer` (Train V2) whose workers wrap DeepSpeed ZeRO-2.
 
 The only module of the LLM world that imports Ray. `RayBackend` implements the backend protocol of
-`adk_ray.pipeline.llm` (sample / score / train), calling the pure world functions in Ray workers:
+`adk_ray.pipeline.llm_chain` (sample / score / train), calling the pure world functions in Ray workers:
 
     sample  chunks of the set split over `sample_workers` tasks (one GPU each, or one CPU each); every task
             runs `worlds.llm.sampling.sample_shard` and writes one Parquet part.
@@ -44,7 +44,7 @@ from adk_ray.worlds.llm.metrics import score_dataset
 from adk_ray.worlds.llm.models import Vocab
 from adk_ray.worlds.llm.presets import LLMPreset
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard, split_chunks
-from adk_ray.worlds.llm.stages import (TrainJob, is_trained, scoring_dtype, read_train_info, sequence_width, student_info,
+from adk_ray.worlds.llm.backends import (TrainJob, is_trained, scoring_dtype, read_train_info, sequence_width, student_info,
                                        write_train_info)
 
 PROGRESS = "progress.json"

@@ -35,7 +35,7 @@ from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
 from adk_ray.worlds.llm.models import Vocab, resolve_vocab
 from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec, get_preset
-from adk_ray.worlds.llm.stages import LocalBackend, TrainJob, is_trained, materialize
+from adk_ray.worlds.llm.backends import LocalBackend, TrainJob, is_trained, materialize
 
 Progress = Callable[[str], None] | None
 """progress(message): called as stages start and finish."""
@@ -44,7 +44,7 @@ TEXT_SAMPLES = 4
 
 
 class Backend(Protocol):
-    """Where the heavy stages run (see adk_ray.worlds.llm.stages)."""
+    """Where the heavy stages run (see adk_ray.worlds.llm.backends)."""
 
     def sample(self, preset: LLMPreset, vocab: Vocab, model_dir: str, out_dir: str, n: int, temperature: float,
                seed: int) -> str: ...
