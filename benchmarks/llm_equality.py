@@ -20,7 +20,6 @@ import dataclasses
 import glob
 import hashlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -138,23 +137,18 @@ def compare(a_path: str, b_path: str) -> int:
 
 
 def _same(x, y) -> bool:
-    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
-        return True
-    return x == y
+    """Equal to the last bit; NaN equals NaN (the only value not equal to itself)."""
+    return x == y or (x != x and y != y)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("write").add_argument("out")
-    c = sub.add_parser("compare")
-    c.add_argument("a")
-    c.add_argument("b")
+    ap.add_argument("cmd", choices=("write", "compare"))
+    ap.add_argument("paths", nargs="+", help="write: OUT; compare: BEFORE AFTER")
     args = ap.parse_args()
-    if args.cmd == "write":
-        write(args.out)
-    else:
-        sys.exit(compare(args.a, args.b))
+    if len(args.paths) != (1 if args.cmd == "write" else 2):
+        ap.error(f"{args.cmd} takes {'one path' if args.cmd == 'write' else 'two paths'}")
+    sys.exit(write(args.paths[0]) if args.cmd == "write" else compare(*args.paths))
 
 
 if __name__ == "__main__":
