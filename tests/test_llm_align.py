@@ -1,4 +1,4 @@
-"""The LLM world's aligners (PPO, on/off-policy DPO, GRPO) and their model-selection rules, without Ray:
+"""The LLM world's aligners (PPO, on/off-policy DPO and IPO, GRPO) and their model-selection rules, without Ray:
 the new per-token objectives by hand, the selection rules on hand-made curves, each aligner's mechanics
 on tiny models, the torch and DeepSpeed engines agreeing, and PPO raising the reward."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from adk_ray.objectives.rl import (clipped_value_loss, grpo_token_loss, kl_k3, masked_mean, masked_whiten,
                                    ppo_token_rewards)
-from adk_ray.worlds.llm import align
+from adk_ray.worlds.llm import aligners, align, responses
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm.data import TokenSet
 from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine, TorchEngine
@@ -22,16 +22,18 @@ from adk_ray.worlds.llm.metrics import folded_rewards, sequence_logliks
 from adk_ray.worlds.llm.models import build_model, load_model, model_info, resolve_vocab, save_model
 from adk_ray.worlds.llm.presets import AlignSettings, get_preset
 from adk_ray.worlds.llm.sampling import dataset_meta, sample_shard
-from adk_ray.worlds.llm.selection import moving_average, select_checkpoint, std_fall_index
+from adk_ray.worlds.llm.aligners import select_checkpoint
+from adk_ray.worlds.llm.selection import moving_average, std_fall_index
 
 TINY = get_preset("tiny")
 VOCAB = resolve_vocab(TINY.tokenizer)
 # Small batches so each aligner runs a few iterations in well under a second on CPU.
-SMALL = dataclasses.replace(TINY, align=dataclasses.replace(
-    TINY.align, max_new_tokens=8, ppo_batch=8, ppo_mini_batch=4, grpo_batch=8, grpo_group=4, grpo_mini_batch=4,
-    dpo_responses=8, dpo_updates=2, dpo_mini_batch=2, dpo_grad_accum=2, dpo_offline_pairs=6, checkpoint_every=2,
-    selection_window=2))
+SMALL = get_preset("tiny", align={
+    "max_new_tokens": 8, "ppo": {"batch": 8, "mini_batch": 4}, "grpo": {"batch": 8, "group": 4, "mini_batch": 4},
+    "dpo": {"responses": 8, "updates": 2, "mini_batch": 2, "grad_accum": 2, "offline_pairs": 6},
+    "checkpoint_every": 2, "selection_window": 2})
 REWARD = {"threshold": 1.25, "scale": 10.0, "c": 0.5}    # about half fold: R_base ≈ 1.19–1.31 under these students
+PAIR_LOSS_AT_REF = {"dpo_online": math.log(2), "dpo_offline": math.log(2), "ipo_online": 1.0, "ipo_offline": 1.0}
 CURVE_KEYS = {"step", "reward_mean", "reward_std", "kl", "loss", "length"}
 
 
@@ -45,7 +47,7 @@ def models(tmp_path_factory):
     target = save_model(build_model(TINY.p_target, VOCAB, 2), str(root / "target"),
                         {"role": "p_target", "model_id": "tiny/p_target/test", "preset": "tiny"})
     pairs = str(root / "pairs")
-    n, max_new = 2 * SMALL.align.dpo_offline_pairs + 4, SMALL.align.max_new_tokens
+    n, max_new = 2 * SMALL.align.dpo.offline_pairs + 4, SMALL.align.max_new_tokens
     sample_shard(policy, pairs, "part-00000", VOCAB, [0], n, n, max_new, 1.0, 1.0, seed=11)
     token_data.finish_dataset(pairs, dataset_meta(policy, VOCAB, n, 1.0, 1.0, 11, max_new, n))
     return {"policy": policy, "target": target, "pairs": pairs, "root": root}
@@ -114,16 +116,16 @@ def test_grpo_token_loss_by_hand():
 
 def test_masks_pairs_orders_and_steps():
     # Prompt of 1 token; lengths 3 and 5 (through EOS) in a width of 5: response tokens 1…2 and 1…4.
-    m = align.response_mask(torch.tensor([3, 5]), 5, 1)
+    m = responses.response_mask(torch.tensor([3, 5]), 5, 1)
     assert m.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
-    assert align.response_mask(torch.tensor([4]), 5, 2).tolist() == [[0, 1, 1, 0]]
-    chosen, rejected = align.label_pairs(torch.tensor([-1.0, -2.0, -3.0, -0.5, -1.0, -1.0]))
+    assert responses.response_mask(torch.tensor([4]), 5, 2).tolist() == [[0, 1, 1, 0]]
+    chosen, rejected = responses.label_pairs(torch.tensor([-1.0, -2.0, -3.0, -0.5, -1.0, -1.0]))
     assert chosen.tolist() == [0, 3, 4] and rejected.tolist() == [1, 2, 5]            # a tie: the first wins
-    order = align.cycled_order(4, 10, np.random.default_rng(0))
+    order = responses.cycled_order(4, 10, np.random.default_rng(0))
     assert sorted(order[:4]) == [0, 1, 2, 3] and sorted(order[4:8]) == [0, 1, 2, 3] and len(order) == 10
     # 6 pairs, 4 per iteration over 2 ranks: iteration 2 reads pairs 4, 5, 0, 1 (wrapping).
-    assert align.offline_pairs(2, 0, 2, 4, 6).tolist() == [4, 5]
-    assert align.offline_pairs(2, 1, 2, 4, 6).tolist() == [0, 1]
+    assert aligners.offline_pairs(2, 0, 2, 4, 6).tolist() == [4, 5]
+    assert aligners.offline_pairs(2, 1, 2, 4, 6).tolist() == [0, 1]
     assert align.checkpoint_steps(10, 4) == [4, 8, 10] and align.checkpoint_steps(8, 4) == [4, 8]
     assert align.checkpoint_steps(3, 0) == [3] and align.checkpoint_steps(3, 5) == [3]
     assert align.checkpoint_dir("/x", 40) == "/x/ckpt-000040"
@@ -131,14 +133,15 @@ def test_masks_pairs_orders_and_steps():
 
 def test_shares_and_engine_kwargs(models, tmp_path):
     s = TINY.align
-    assert align.rank_shares("ppo", s, 2) == (32, 4) and align.rank_shares("grpo", s, 1) == (64, 8)
-    assert align.rank_shares("dpo_online", s, 2) == (32, s.dpo_mini_batch)
+    assert aligners.rank_shares("ppo", s, 2) == (32, 4, 1) and aligners.rank_shares("grpo", s, 1) == (64, 8, 1)
+    assert aligners.rank_shares("dpo_online", s, 2) == (32, s.dpo.mini_batch, s.dpo.grad_accum)
     with pytest.raises(ValueError, match="not divisible"):
-        align.rank_shares("ppo", s, 3)
+        aligners.rank_shares("ppo", s, 3)
     with pytest.raises(ValueError, match="groups"):
-        align.rank_shares("grpo", dataclasses.replace(s, grpo_batch=12), 1)
+        aligners.rank_shares("grpo", dataclasses.replace(s, grpo=dataclasses.replace(s.grpo, batch=12)), 1)
     kw = align.engine_kwargs(make_job(models, "dpo_online", tmp_path), TINY, world=1)
-    assert kw == dict(lr=s.dpo_lr, grad_accum=s.dpo_grad_accum, micro_batch=s.dpo_mini_batch, warmup=0, grad_clip=1.0)
+    assert kw == dict(lr=s.dpo.lr, grad_accum=s.dpo.grad_accum, micro_batch=s.dpo.mini_batch, warmup=0,
+                      grad_clip=1.0)
     kw = align.engine_kwargs(make_job(models, "ppo", tmp_path), get_preset("full"), world=1)
     assert kw == dict(lr=1e-5, grad_accum=1, micro_batch=8, warmup=0, grad_clip=0.0)
     with pytest.raises(ValueError, match="unknown algorithm"):
@@ -152,17 +155,17 @@ def test_scores_match_the_metrics(models):
     and the trained module's log-probabilities are the causal LM's."""
     data = token_data.read_tokens(models["pairs"], VOCAB.pad_id)
     ids, lengths = torch.from_numpy(data.tokens.astype(np.int64)), torch.from_numpy(data.lengths)
-    mask = align.response_mask(lengths, ids.shape[1], 1)
+    mask = responses.response_mask(lengths, ids.shape[1], 1)
     target = load_model(models["target"])
-    ll = masked_mean(align.token_logprobs(target, ids, rows=5), mask, dim=-1)
+    ll = masked_mean(responses.token_logprobs(target, ids, rows=5), mask, dim=-1)
     expected = sequence_logliks(target, TokenSet(data.tokens, data.lengths, {}), prompt_length=1)
     np.testing.assert_allclose(ll.double().numpy(), expected, atol=1e-5)
-    np.testing.assert_allclose(align.folded_reward(ll, REWARD).double().numpy(),
+    np.testing.assert_allclose(responses.folded_reward(ll, REWARD).double().numpy(),
                                folded_rewards(expected, REWARD["threshold"], REWARD["scale"], REWARD["c"]),
                                atol=1e-5)
     module = align.build_align_module(make_job(models, "ppo", "/unused"), SMALL, VOCAB)
-    logp, values = align.module_logprobs(module, ids, rows=7)
-    torch.testing.assert_close(logp, align.token_logprobs(module.policy, ids), atol=1e-5, rtol=1e-5)
+    logp, values = responses.module_logprobs(module, ids, rows=7)
+    torch.testing.assert_close(logp, responses.token_logprobs(module.policy, ids), atol=1e-5, rtol=1e-5)
     assert torch.equal(values, torch.zeros_like(values))                            # the zero-initialised head
 
 
@@ -235,6 +238,9 @@ def test_grpo_uses_the_ppo_rule_and_bad_input_raises():
     ppo = select_checkpoint("ppo", curve, [2, 4, 6, 8], settings(1))
     grpo = select_checkpoint("grpo", curve, [2, 4, 6, 8], settings(1))
     assert grpo[0] == ppo[0] and "PPO's rule" in grpo[1]
+    margins = curve_of([0] * 6, margins=[0.0, 1.0, 3.0, 2.0, 5.0, 0.0])
+    ipo = select_checkpoint("ipo_offline", margins, [2, 4, 6], settings(1))
+    assert ipo[0] == select_checkpoint("dpo_offline", margins, [2, 4, 6], settings(1))[0] and "DPO's rule" in ipo[1]
     with pytest.raises(ValueError, match="unknown algorithm"):
         select_checkpoint("rloo", curve, [2], settings(1))
     with pytest.raises(ValueError, match="no point on the curve"):
@@ -245,8 +251,9 @@ def test_grpo_uses_the_ppo_rule_and_bad_input_raises():
 
 # -- mechanics of each aligner ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("algorithm", align.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", list(aligners.ALIGNERS))
 def test_aligner_mechanics(models, tmp_path, algorithm):
+    pairs = aligners.ALIGNERS[algorithm].settings == "dpo"          # DPO and IPO, on- and off-policy
     job = make_job(models, algorithm, tmp_path / "run")
     seen = []
     engine = torch_engine(job, SMALL)
@@ -254,11 +261,11 @@ def test_aligner_mechanics(models, tmp_path, algorithm):
 
     # One finite point per iteration, with the keys the pipeline and dashboard read.
     assert [r["step"] for r in curve] == [1, 2, 3, 4, 5] and seen == curve
-    keys = CURVE_KEYS | ({"margin", "accuracy", "reward_chosen", "reward_rejected"} if "dpo" in algorithm else set())
+    keys = CURVE_KEYS | ({"margin", "accuracy", "reward_chosen", "reward_rejected"} if pairs else set())
     assert all(keys <= set(r) and all(math.isfinite(v) for v in r.values()) for r in curve)
     assert abs(curve[0]["kl"]) < 1e-5              # the sampling policy is π_ref before the first update
     assert all(0 < r["reward_mean"] <= REWARD["threshold"] + 1e-6 and r["reward_std"] > 0 for r in curve)
-    if "dpo" in algorithm:
+    if pairs:
         assert all(0 <= r["accuracy"] <= 1 for r in curve)
 
     # Checkpoints at 2, 4 and the last iteration, each the HF model alone with its model.json.
@@ -280,7 +287,7 @@ def test_aligner_mechanics(models, tmp_path, algorithm):
     record = align.finish_align(job, SMALL, curve)
     assert align.is_aligned(job.out_dir) and align.read_align(job.out_dir) == json.loads(json.dumps(record))
     assert record["selected_step"] in (2, 4, 5) and record["checkpoints"] == [2, 4, 5]
-    assert record["rule"] == ("max_margin" if "dpo" in algorithm else "reward_before_std_drop") and record["reason"]
+    assert record["rule"] == ("max_margin" if pairs else "reward_before_std_drop") and record["reason"]
     assert os.path.isdir(align.selected_model_dir(job.out_dir))
     with open(os.path.join(job.out_dir, align.CURVE_FILE)) as f:
         assert json.load(f) == json.loads(json.dumps(curve))
@@ -294,8 +301,20 @@ def test_aligner_mechanics(models, tmp_path, algorithm):
     assert other[0]["reward_mean"] != curve[0]["reward_mean"]
 
 
+@pytest.mark.parametrize("algorithm", list(PAIR_LOSS_AT_REF))
+def test_pair_aligners_use_their_own_loss(models, tmp_path, algorithm):
+    """At lr 0 the policy stays π_ref, so h = 0 on every pair: the loss is the table entry's pair loss at
+    h = 0, log 2 for DPO and (1/(2β))² = 1 for IPO at β = 0.5, and the margin is 0."""
+    preset = SMALL.replace(align=dataclasses.replace(SMALL.align, dpo=dataclasses.replace(SMALL.align.dpo, lr=0.0)))
+    job = make_job(models, algorithm, tmp_path / "run", iterations=1)
+    row, = align.run_align(job, preset, VOCAB, torch_engine(job, preset))
+    assert row["loss"] == pytest.approx(PAIR_LOSS_AT_REF[algorithm], abs=1e-5)
+    assert row["margin"] == pytest.approx(0.0, abs=1e-5)
+
+
 def test_offline_dpo_rejects_a_short_pair_set(models, tmp_path):
-    preset = dataclasses.replace(SMALL, align=dataclasses.replace(SMALL.align, dpo_offline_pairs=100))
+    preset = dataclasses.replace(SMALL, align=dataclasses.replace(SMALL.align, dpo=dataclasses.replace(
+        SMALL.align.dpo, offline_pairs=100)))
     job = make_job(models, "dpo_offline", tmp_path / "run")
     with pytest.raises(ValueError, match="needs 200"):
         align.run_align(job, preset, VOCAB, torch_engine(job, preset))
@@ -327,8 +346,8 @@ def test_ppo_raises_the_reward(models, tmp_path):
     first to the last five of 20 iterations, and moves away from π_ref. (On this world much of the gain
     comes from shorter responses: EOS is likelier under the bigram than a typical token.)"""
     target = save_model(build_model(TINY.truth, VOCAB, TINY.truth_seed), str(tmp_path / "truth"), {"role": "truth"})
-    preset = dataclasses.replace(TINY, align=dataclasses.replace(
-        TINY.align, max_new_tokens=12, ppo_batch=32, ppo_mini_batch=8, ppo_lr=1e-2, checkpoint_every=100))
+    preset = get_preset("tiny", align={"max_new_tokens": 12, "ppo": {"batch": 32, "mini_batch": 8, "lr": 1e-2},
+                                       "checkpoint_every": 100})
     job = make_job(models, "ppo", tmp_path / "run", iterations=20, beta=0.05, target=target,
                    reward={"threshold": 10.0, "scale": 10.0, "c": 0.5})
     curve = align.run_align(job, preset, VOCAB, torch_engine(job, preset))

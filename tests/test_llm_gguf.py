@@ -96,7 +96,7 @@ def test_samples_end_where_the_instruct_model_ends_a_text(smol):
 def test_scores_are_fp32_even_where_sampling_is_bf16(smol):
     """Metrics and the reward threshold are scored in fp32 on every device: the same sequences scored by
     the real p* in bf16 move by a measurable amount (which would shift τ_r and the folded rewards)."""
-    from adk_ray.worlds.llm.stages import sampling_dtype, scoring_dtype
+    from adk_ray.worlds.llm.backends import sampling_dtype, scoring_dtype
     gguf = get_preset("gguf")
     assert sampling_dtype(gguf, on_gpu=True) == "bfloat16"
     assert scoring_dtype(gguf, on_gpu=True) == "float32" and scoring_dtype(gguf, on_gpu=False) == "float32"

@@ -15,6 +15,7 @@ from adk_ray.objectives.pad import calibrated_teacher_reward, ppd_loss, vpd_loss
 from adk_ray.worlds.llm import pad_kd
 from adk_ray.worlds.llm.data import TokenSet
 from adk_ray.worlds.llm.engine import TorchEngine
+from adk_ray.worlds.llm.kd_methods import PAD_METHODS
 from adk_ray.worlds.llm.metrics import sequence_logliks
 from adk_ray.worlds.llm.models import (bigram_llama, bigram_table, build_model, load_model, load_tokenizer,
                                        model_info, resolve_vocab, save_model)
@@ -244,7 +245,7 @@ def test_engine_kwargs():
 
 # -- the loop ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", pad_kd.PAD_METHODS)
+@pytest.mark.parametrize("method", PAD_METHODS)
 def test_run_mechanics(cast, tmp_path, method):
     """A few updates with the multiple-choice calibration on (α = 0.8): finite curve of the right length,
     the student moved, saved with model.json and pad.json (last); the same seed gives the same curve."""
@@ -298,7 +299,7 @@ def test_run_with_a_text_tokenizer(text_tokenizer, tmp_path):
     assert info["mcq_format"] == "text" and info["letter_ids"] == list(pad_kd.choice_letter_ids(4, vocab, tok))
 
 
-@pytest.mark.parametrize("method", pad_kd.PAD_METHODS)
+@pytest.mark.parametrize("method", PAD_METHODS)
 def test_student_learns_the_teachers_ranking(cast, tmp_path, method):
     """Behaviour: on a FIXED held-out batch of 64 prompts × 4 responses (the start student's τ = 0.8 samples,
     from a seed training never uses), Kendall's τ between the student's and the teacher's rewards rises

@@ -41,7 +41,7 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def chain(ray_local, llm_storage, tmp_path_factory):
-    from adk_ray.pipeline.llm import run_distillation_chain
+    from adk_ray.pipeline.llm_chain import run_distillation_chain
     from adk_ray.service.llm_train import RayBackend
     # Built where the LLM smoke sweeps (test_llm_sweep) look for it, so they reuse it; if they ran first,
     # in a fresh directory instead, so the kill-and-resume below really happens.

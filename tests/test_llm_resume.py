@@ -14,7 +14,6 @@ equal those of the same run left alone. The kill lives here, in a `RayBackend(wo
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -28,14 +27,15 @@ from adk_ray.worlds.llm import align
 from adk_ray.worlds.llm.engine import TorchEngine
 from adk_ray.worlds.llm.models import build_model, load_model, resolve_vocab, save_model
 from adk_ray.worlds.llm.presets import get_preset
-from adk_ray.worlds.llm.stages import RESUME_DIR, LocalBackend
+from adk_ray.worlds.llm.backends import RESUME_DIR, LocalBackend
 
 TINY = get_preset("tiny")
 VOCAB = resolve_vocab(TINY.tokenizer)
 # Small batches (a few iterations take seconds on CPU); policy saved, and state kept, every 2 iterations.
-SMALL = dataclasses.replace(TINY, align=dataclasses.replace(
-    TINY.align, max_new_tokens=8, ppo_batch=8, ppo_mini_batch=4, dpo_responses=8, dpo_updates=2,
-    dpo_mini_batch=2, dpo_grad_accum=2, checkpoint_every=2, selection_window=2, num_workers=1))
+SMALL = get_preset("tiny", align={
+    "max_new_tokens": 8, "ppo": {"batch": 8, "mini_batch": 4},
+    "dpo": {"responses": 8, "updates": 2, "mini_batch": 2, "grad_accum": 2},
+    "checkpoint_every": 2, "selection_window": 2, "num_workers": 1})
 ITERATIONS, KILL_AT = 5, 3              # checkpoints after 2, 4 (and 5); the kill comes after 2's
 REWARD = {"threshold": 1.25, "scale": 10.0, "c": 0.5}
 

@@ -16,7 +16,7 @@ from adk_ray.service.smoke import shrink
 from adk_ray.service.spec import load_spec
 from adk_ray.service.values import SpecError
 
-LLM_SWEEPS = ("llm_ppo", "llm_dpo", "llm_dpo_offline", "llm_grpo", "llm_tau", "llm_pad")
+LLM_SWEEPS = ("llm_ppo", "llm_dpo", "llm_dpo_offline", "llm_grpo", "llm_ipo", "llm_tau", "llm_pad")
 MODELS = {("K-A", "p_prime"), ("A-K", "p_prime"), ("K-A", "p_dprime"), ("K-A", "final"), ("A-K", "aligned"),
           ("A-K", "final")}
 

@@ -206,7 +206,7 @@ def test_truth_is_deterministic_and_round_trips(tmp_path, truth):
 
 def test_local_backend_chain(tmp_path):
     """The whole chain in-process (no Ray), small: rows in MoG's column names, reward.json stored."""
-    from adk_ray.pipeline.llm import run_distillation_chain
+    from adk_ray.pipeline.llm_chain import run_distillation_chain
     from adk_ray.worlds.llm.metrics import METRICS, read_reward_spec
     overrides = dict(sampling={"train_samples": 512, "eval_samples": 128, "threshold_samples": 128,
                                "max_new_tokens": 12}, train={"epochs": 1})

@@ -24,7 +24,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from adk_ray.pipeline.llm import Artefact, Backend, Chain
+from adk_ray.pipeline.llm_chain import Artefact, Backend, Chain
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.llm.config import LLMTrialConfig
 from adk_ray.worlds.llm.metrics import METRICS
@@ -50,15 +50,13 @@ def run_llm_trial(cfg: LLMTrialConfig, workdir: str, backend: Backend | None = N
 
 def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> tuple[list[dict], list[dict]]:
     from adk_ray.worlds.llm.align import checkpoint_dir, read_align, read_curve
-    from adk_ray.worlds.llm.selection import select_checkpoint
+    from adk_ray.worlds.llm.aligners import select_checkpoint
 
     p = chain.preset
     c = chain.cast()
     truth, held_out, p_prime, p_target, reward = (c["truth"], c["truth_heldout"], c["p_prime"], c["p_target"],
                                                   c["reward"])
-    p_dprime = c["p_dprime"]
-    if cfg.kd_method != "seqkd":
-        p_dprime = chain.pad("p_dprime", p_dprime, p_prime, cfg.kd_method)
+    p_dprime = chain.distil("p_dprime", c["p_dprime"], p_prime, cfg.kd_method)
 
     rows: list[dict] = []
     samples: list[dict] = []
@@ -113,9 +111,8 @@ def _one_seed(cfg: LLMTrialConfig, chain: Chain) -> tuple[list[dict], list[dict]
             selected_step=ak_step)
         kd_data = chain.dataset(ak_model, "p_prime_AK_kd", p.sampling.train_samples, cfg.final_kd_temperature)
         texts(kd_data, model="", pipeline="A-K", stage="", iterations=n)
-        final, = chain.students([("p_dprime_AK", p.p_dprime, kd_data)])
-        if cfg.final_kd != "seqkd":
-            final = chain.pad("p_dprime_AK", final, ak_model, cfg.final_kd)
+        seqkd, = chain.students([("p_dprime_AK", p.p_dprime, kd_data)])
+        final = chain.distil("p_dprime_AK", seqkd, ak_model, cfg.final_kd)
         row("A-K", "final", evaluate(f"p_dprime_AK_{cfg.final_kd}", final, "p''_AK", "A-K", "final", n), n,
             selected_step=ak_step)
     for r in rows:

@@ -2,7 +2,7 @@
 `TorchTrainer` (Train V2) whose workers wrap DeepSpeed ZeRO-2.
 
 The only module of the LLM world that imports Ray. `RayBackend` implements the backend protocol of
-`adk_ray.pipeline.llm` (sample / score / train), calling the pure world functions in Ray workers:
+`adk_ray.pipeline.llm_chain` (sample / score / train), calling the pure world functions in Ray workers:
 
     sample  chunks of the set split over `sample_workers` tasks (one GPU each, or one CPU each); every task
             runs `worlds.llm.sampling.sample_shard` and writes one Parquet part.
@@ -44,7 +44,7 @@ from adk_ray.worlds.llm.metrics import score_dataset
 from adk_ray.worlds.llm.models import Vocab
 from adk_ray.worlds.llm.presets import LLMPreset
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard, split_chunks
-from adk_ray.worlds.llm.stages import (TrainJob, is_trained, scoring_dtype, read_train_info, sequence_width, student_info,
+from adk_ray.worlds.llm.backends import (TrainJob, is_trained, scoring_dtype, read_train_info, sequence_width, student_info,
                                        write_train_info)
 
 PROGRESS = "progress.json"
@@ -135,22 +135,22 @@ class RayBackend:
         """One TorchTrainer run of preset.align.num_workers DeepSpeed workers runs the aligners one after
         the other; each worker samples its share of every batch."""
         from adk_ray.worlds.llm.align import is_aligned
-        jobs = [j for j in jobs if not is_aligned(j.out_dir)]
-        if jobs:
-            _, name = self._fit("align", align_worker, preset, vocab, jobs, preset.align.num_workers)
-            missing = [j.role for j in jobs if not is_aligned(j.out_dir)]
-            if missing:
-                raise RuntimeError(f"Ray Train run {name} finished without aligning {', '.join(missing)}")
+        self._fit_unfinished("align", align_worker, preset, vocab, jobs, is_aligned, "aligning")
 
     def pad(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
         """PAD fine-tuning as a TorchTrainer run of preset.align.num_workers DeepSpeed workers."""
         from adk_ray.worlds.llm.pad_kd import is_pad_done
-        jobs = [j for j in jobs if not is_pad_done(j.out_dir)]
+        self._fit_unfinished("pad", pad_worker, preset, vocab, jobs, is_pad_done, "PAD students")
+
+    def _fit_unfinished(self, kind: str, worker, preset: LLMPreset, vocab: Vocab, jobs: list,
+                        done: Callable[[str], bool], what: str) -> None:
+        """`_fit` over the jobs whose out_dir is not `done` yet; then every one must be."""
+        jobs = [j for j in jobs if not done(j.out_dir)]
         if jobs:
-            _, name = self._fit("pad", pad_worker, preset, vocab, jobs, preset.align.num_workers)
-            missing = [j.role for j in jobs if not is_pad_done(j.out_dir)]
+            _, name = self._fit(kind, worker, preset, vocab, jobs, preset.align.num_workers)
+            missing = [j.role for j in jobs if not done(j.out_dir)]
             if missing:
-                raise RuntimeError(f"Ray Train run {name} finished without PAD students {', '.join(missing)}")
+                raise RuntimeError(f"Ray Train run {name} finished without {what} {', '.join(missing)}")
 
     def _fit(self, kind: str, worker, preset: LLMPreset, vocab: Vocab, jobs: list, workers: int) -> tuple[str, str]:
         """A TorchTrainer of `workers` workers running `worker` over `jobs`; returns (storage, run name)."""
@@ -183,6 +183,13 @@ def _worker_setup() -> tuple[int, int, object]:
     return rank, world, None
 
 
+def _module_engine(module, preset: LLMPreset, world: int, device, kwargs: dict):
+    """A DeepSpeed engine (the preset's ZeRO stage and bf16) over a fine-tuning stage's module."""
+    from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine
+    return DeepSpeedModuleEngine(module, world_size=world, zero_stage=preset.train.zero_stage, bf16=preset.train.bf16,
+                                 device=device, **kwargs)
+
+
 def align_worker(config: dict) -> None:
     """One Ray Train worker of an alignment run: per unfinished AlignJob, a DeepSpeed engine over the
     policy (and value head) and the world's `run_align`. At each checkpoint iteration every rank saves its
@@ -191,7 +198,6 @@ def align_worker(config: dict) -> None:
     jobs are skipped by their align.json). Rank 0 writes the policy checkpoints and the record."""
     from adk_ray.worlds.llm.align import (build_align_module, engine_kwargs, finish_align, is_aligned,
                                           load_align_state, run_align, save_align_state)
-    from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine
 
     rank, world, device = _worker_setup()
     preset, vocab, hook = config["preset"], config["vocab"], config.get("hook")
@@ -200,9 +206,8 @@ def align_worker(config: dict) -> None:
         if is_aligned(job.out_dir):
             continue
         t0 = time.perf_counter()
-        engine = DeepSpeedModuleEngine(build_align_module(job, preset, vocab), world_size=world,
-                                       zero_stage=preset.train.zero_stage, bf16=preset.train.bf16, device=device,
-                                       **engine_kwargs(job, preset))
+        engine = _module_engine(build_align_module(job, preset, vocab), preset, world, device,
+                                engine_kwargs(job, preset))
         start, curve = 0, []
         if restored:
             with restored.as_directory() as d:
@@ -230,7 +235,6 @@ def align_worker(config: dict) -> None:
 def pad_worker(config: dict) -> None:
     """One Ray Train worker of a PAD run: per unfinished PadJob, a DeepSpeed engine over the student and
     the world's `run_pad` (rank 0 saves the student)."""
-    from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine
     from adk_ray.worlds.llm.pad_kd import build_pad_module, is_pad_done, pad_engine_kwargs, run_pad
 
     rank, world, device = _worker_setup()
@@ -239,9 +243,8 @@ def pad_worker(config: dict) -> None:
         if is_pad_done(job.out_dir):
             continue
         t0 = time.perf_counter()
-        engine = DeepSpeedModuleEngine(build_pad_module(job, preset, vocab), world_size=world,
-                                       zero_stage=preset.train.zero_stage, bf16=preset.train.bf16, device=device,
-                                       **pad_engine_kwargs(job, preset, world))
+        engine = _module_engine(build_pad_module(job, preset, vocab), preset, world, device,
+                                pad_engine_kwargs(job, preset, world))
         curve = run_pad(job, preset, vocab, engine, rank, world)
         ray.train.report({"job": k, "role": job.role, "steps": len(curve), "wall_seconds": time.perf_counter() - t0})
         del engine

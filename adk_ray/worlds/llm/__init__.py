@@ -8,9 +8,12 @@ training and metrics, as pure functions that run with or without Ray (see docs/l
     train     loss, AdamW + Warmup-Stable-Decay, data order, plain and DeepSpeed engines
     metrics   per-token log-likelihoods, the four metrics, the folded reward
     engine    optimiser engines (torch, DeepSpeed) behind one interface for fine-tuning stages
-    align     the aligners: PPO (value head), DPO on- and off-policy, GRPO
+    aligners  ALIGNERS, the aligner table: PPO (value head), DPO and IPO on- and off-policy, GRPO
+    responses the aligners' pure pieces: response masks, token log-probabilities, reward, pairs
+    align     the alignment run of any aligner: loop, checkpoints, resume state, record
     selection model-selection rules (appendix C.4)
+    kd_methods KD_METHODS, the KD-method table: seqkd, pad_vpd, pad_ppd
     pad_kd    PAD (VPD/PPD) with the teacher's multiple-choice calibration
     config    LLMTrialConfig, what a sweep varies
-    stages    the in-process backend
+    backends  the in-process backend and the stage functions both backends call
 """

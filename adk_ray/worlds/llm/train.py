@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adk_ray.worlds.llm.data import TokenSet
+from adk_ray.worlds.llm.engine import deepspeed_config
 from adk_ray.worlds.llm.presets import TrainSettings
 
 IGNORE = -100
@@ -143,22 +144,6 @@ class PlainEngine:
         return self.module.model
 
 
-def deepspeed_config(s: TrainSettings, world_size: int, on_gpu: bool) -> dict:
-    """The DeepSpeed config of a training run (ZeRO stage s.zero_stage; bf16 only on GPU)."""
-    return {
-        "train_micro_batch_size_per_gpu": s.per_device_batch,
-        "gradient_accumulation_steps": 1,
-        "train_batch_size": s.per_device_batch * world_size,
-        "bf16": {"enabled": bool(on_gpu and s.bf16)},
-        "zero_optimization": {"stage": s.zero_stage, "overlap_comm": bool(on_gpu), "contiguous_gradients": True,
-                              "reduce_scatter": True, "allgather_bucket_size": int(5e8),
-                              "reduce_bucket_size": int(5e8)},
-        "gradient_clipping": s.grad_clip,
-        "steps_per_print": 10 ** 9,
-        "wall_clock_breakdown": False,
-    }
-
-
 class DeepSpeedEngine:
     """A DeepSpeed engine over CausalLMLoss(model) with torch AdamW (fused on GPU) and the WSD schedule.
 
@@ -177,7 +162,8 @@ class DeepSpeedEngine:
             wrapper.compile()
         optimizer = make_optimizer(wrapper.parameters(), s, fused=on_gpu)
         self.engine, *_ = deepspeed.initialize(
-            model=wrapper, optimizer=optimizer, config=deepspeed_config(s, world_size, on_gpu),
+            model=wrapper, optimizer=optimizer,
+            config=deepspeed_config(s.per_device_batch, 1, world_size, s.zero_stage, s.bf16, s.grad_clip, on_gpu),
             lr_scheduler=lambda opt: make_scheduler(opt, s, total), dist_init_required=False)
         self.device = self.engine.device
 

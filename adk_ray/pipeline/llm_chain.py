@@ -35,7 +35,7 @@ from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
 from adk_ray.worlds.llm.models import Vocab, resolve_vocab
 from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec, get_preset
-from adk_ray.worlds.llm.stages import LocalBackend, TrainJob, is_trained, materialize
+from adk_ray.worlds.llm.backends import LocalBackend, TrainJob, is_trained, materialize
 
 Progress = Callable[[str], None] | None
 """progress(message): called as stages start and finish."""
@@ -44,7 +44,7 @@ TEXT_SAMPLES = 4
 
 
 class Backend(Protocol):
-    """Where the heavy stages run (see adk_ray.worlds.llm.stages)."""
+    """Where the heavy stages run (see adk_ray.worlds.llm.backends)."""
 
     def sample(self, preset: LLMPreset, vocab: Vocab, model_dir: str, out_dir: str, n: int, temperature: float,
                seed: int) -> str: ...
@@ -144,6 +144,15 @@ class Chain:
                         lambda: self.backend.train(self.preset, self.vocab, jobs))
         return arts
 
+    def distil(self, role: str, student: Artefact, teacher: Artefact, method: str) -> Artefact:
+        """The KD student of `method` (`kd_methods.KD_METHODS`) from the seqkd `student` of `teacher`: that
+        student itself (seqkd), or it fine-tuned by PAD on the teacher's preferences over the student's own
+        samples (PAD paper §4)."""
+        from adk_ray.worlds.llm.kd_methods import kd_method
+        if kd_method(method).preference_loss is None:
+            return student
+        return self.pad(role, student, teacher, method)
+
     def pad(self, role: str, student: Artefact, teacher: Artefact, method: str) -> Artefact:
         """PAD (`method` pad_vpd / pad_ppd) fine-tuning of the seqkd `student` on `teacher`'s preferences
         over the student's own samples (PAD paper §4)."""
@@ -163,14 +172,15 @@ class Chain:
         """Align each (role, policy) with π_ref = that policy, in one backend call. Returns per role the
         run's Artefact (key, directory of checkpoints, curve.json, align.json) and its AlignJob."""
         from adk_ray.worlds.llm.align import AlignJob, is_aligned
-        a = self.preset.align
+        from adk_ray.worlds.llm.aligners import aligner
+        a, entry = self.preset.align, aligner(algorithm)
         out, todo = [], []
         for role, policy in wanted:
             seed = derive_seed(self.seed, role)
             pairs = ""
             inputs = [policy.key, p_target.key]
-            if algorithm == "dpo_offline":
-                data = self.dataset(policy, f"{role}_pairs", 2 * a.dpo_offline_pairs, a.temperature,
+            if entry.offline:
+                data = self.dataset(policy, f"{role}_pairs", 2 * entry.settings_of(a).offline_pairs, a.temperature,
                                     max_new_tokens=a.max_new_tokens)
                 pairs, inputs = data.path, inputs + [data.key]
             settings = {"algorithm": algorithm, "beta": beta, "iterations": iterations, "reward": reward,
