@@ -2,13 +2,13 @@
 
 MFU (model FLOPs utilisation, the usual formula): tokens/s × (6·N + 12·layers·hidden·T) / peak, with the
 H100 SXM dense bf16 peak of 989 TFLOP/s (override with PEAK_TFLOPS). Every variant runs the world's own
-engines (`adk_ray.worlds.llm.train`), so what is measured is what the pipeline trains with:
+engines (`adk_ray.worlds.llm.train.student_engine`), so what is measured is what the pipeline trains with:
 
-  plain            PlainEngine: bf16 autocast, fused AdamW, WSD           (anchor: eager ~17 %)
-  plain-compile    PlainEngine with torch.compile                           (anchor: ~34 %)
+  plain            TorchEngine: bf16 autocast, fused AdamW, WSD           (anchor: eager ~17 %)
+  plain-compile    TorchEngine with torch.compile                           (anchor: ~34 %)
   plain-chunked    plain-compile + chunked lm_head/cross-entropy loss
-  ds               DeepSpeedEngine, ZeRO-2, bf16 (one process)              (anchor: ~15 %)
-  ds-compile       DeepSpeedEngine with the student compiled before DeepSpeed wraps it
+  ds               DeepSpeedModuleEngine, ZeRO-2, bf16 (one process)              (anchor: ~15 %)
+  ds-compile       DeepSpeedModuleEngine with the student compiled before DeepSpeed wraps it
   ds-compile-chunked
   ray              ds-compile(-chunked, with --chunked) inside a Ray Train TorchTrainer worker (1 GPU)
 Target: >= 45 % MFU for 360M on one H100. Rows print as each variant finishes.
@@ -27,6 +27,7 @@ import torch
 
 from adk_ray.worlds.llm.models import Vocab, build_model, count_params
 from adk_ray.worlds.llm.presets import ModelSpec, TrainSettings, smol
+from adk_ray.worlds.llm.train import student_engine, train_step
 
 from rows import print_table, row  # benchmarks/rows.py: the script's folder is on sys.path
 
@@ -44,12 +45,12 @@ def settings_for(variant: str, batch: int, chunked: bool) -> TrainSettings:
 def timed_steps(engine, ids, labels, steps: int, warmup: int) -> float:
     """Seconds per optimiser step after `warmup` steps (compile and allocator warm-up excluded)."""
     for _ in range(warmup):
-        engine.train_step(ids, labels)
+        train_step(engine, ids, labels)
     if ids.is_cuda:
         torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(steps):
-        loss = engine.train_step(ids, labels)
+        loss = train_step(engine, ids, labels)
     float(loss)
     if ids.is_cuda:
         torch.cuda.synchronize()
@@ -67,17 +68,16 @@ def ensure_process_group() -> None:
 
 def run_variant(variant: str, spec: ModelSpec, vocab: Vocab, B: int, T: int, steps: int, warmup: int,
                 chunked: bool) -> dict:
-    from adk_ray.worlds.llm.train import DeepSpeedEngine, PlainEngine
     device = "cuda" if torch.cuda.is_available() else "cpu"
     s = settings_for(variant, B, chunked)
     total = 10 ** 6                                   # the stable phase of WSD
     model = build_model(spec, vocab, seed=0)
     n = count_params(model)
     if variant.startswith("plain"):
-        engine = PlainEngine(model, s, total, device)
+        engine = student_engine(model, s, total, device)
     else:
         ensure_process_group()
-        engine = DeepSpeedEngine(model, s, total, world_size=1, device=0 if device == "cuda" else None)
+        engine = student_engine(model, s, total, 0 if device == "cuda" else None, world_size=1)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab.vocab_size, (B, T), generator=g).to(engine.device)
     dt = timed_steps(engine, ids, ids.clone(), steps, warmup)

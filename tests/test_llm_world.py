@@ -16,7 +16,7 @@ from adk_ray.worlds.llm.metrics import folded_rewards, reward_threshold, sequenc
 from adk_ray.worlds.llm.models import bigram_table, build_model, resolve_vocab, save_model
 from adk_ray.worlds.llm.presets import PRESETS, TrainSettings, get_preset
 from adk_ray.worlds.llm.sampling import Decoder, chunk_sizes, next_token, sample_chunks, split_chunks
-from adk_ray.worlds.llm.train import batch_rows, make_optimizer, make_scheduler, total_steps, wsd_multiplier
+from adk_ray.worlds.llm.train import batch_rows, student_engine, total_steps, train_step, wsd_multiplier
 
 TINY = get_preset("tiny")
 VOCAB = resolve_vocab(TINY.tokenizer)
@@ -43,20 +43,28 @@ def test_wsd_values_by_hand():
     assert wsd_multiplier(0, 10, 0.0, 0.0) == 1.0 and wsd_multiplier(9, 10, 0.0, 0.0) == 1.0
 
 
-def test_wsd_drives_the_optimizer():
+def test_wsd_drives_the_student_engine():
+    """The student's engine (the one fine-tuning interface) steps AdamW with betas (0.9, 0.95) on the WSD
+    schedule: lr read before each of 200 steps."""
     s = TrainSettings(lr=5e-4)
-    p = torch.nn.Parameter(torch.zeros(3))
-    opt = make_optimizer([p], s)
-    sched = make_scheduler(opt, s, total=200)
+
+    class Quadratic(torch.nn.Module):          # CausalLMLoss(model) calls model(input_ids=..., labels=...).loss
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, input_ids, labels, use_cache=False):
+            return type("Out", (), {"loss": (self.p - 1).square().sum()})()
+
+    engine = student_engine(Quadratic(), s, total=200)
     seen = []
     for _ in range(200):
-        seen.append(opt.param_groups[0]["lr"])
-        p.grad = torch.ones(3)
-        opt.step()
-        sched.step()
+        seen.append(engine.lr())
+        train_step(engine, torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long))
     assert seen[0] == pytest.approx(2.5e-4) and seen[100] == pytest.approx(5e-4)
     assert seen[180] == pytest.approx(2.5e-4) and seen[199] == pytest.approx(5e-4 / 40)
-    assert opt.param_groups[0]["betas"] == (0.9, 0.95)
+    assert engine.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    assert float(engine.module.model.p[0]) > 0          # it trained
 
 
 # -- reward ---------------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def train_students_worker(config: dict) -> None:
 
     from adk_ray.worlds.llm.data import read_tokens
     from adk_ray.worlds.llm.models import build_model, save_model
-    from adk_ray.worlds.llm.train import DeepSpeedEngine, total_steps, train_loop
+    from adk_ray.worlds.llm.train import student_engine, total_steps, train_loop
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -289,12 +289,12 @@ def train_students_worker(config: dict) -> None:
         data = read_tokens(job.data_dir, vocab.pad_id, sequence_width(preset, vocab))
         total = total_steps(len(data), s.per_device_batch * world, s.epochs)
         device = ray.train.torch.get_device() if on_gpu else None
-        engine = DeepSpeedEngine(build_model(job.spec, vocab, job.seed), s, total, world, device=device)
+        engine = student_engine(build_model(job.spec, vocab, job.seed), s, total, device, world_size=world)
         init_seconds = time.perf_counter() - t0
         start = 0
         if progress and progress["job"] == k:
             with restored.as_directory() as d:
-                start = engine.load(d)
+                start = int(engine.load(d)["step"])
         t_steps = time.perf_counter()
 
         def metrics(step: int, loss: float) -> dict:
@@ -306,7 +306,7 @@ def train_students_worker(config: dict) -> None:
         def on_step(step: int, loss, lr: float) -> None:
             if s.checkpoint_every and step % s.checkpoint_every == 0 and step < total:
                 with tempfile.TemporaryDirectory() as d:
-                    engine.save(d, step)
+                    engine.save(d, {"step": step})
                     if rank == 0:
                         with open(os.path.join(d, PROGRESS), "w") as f:
                             json.dump({"job": k, "role": job.role, "step": step}, f)
@@ -318,7 +318,7 @@ def train_students_worker(config: dict) -> None:
         loss = train_loop(engine, data, s, job.seed, rank, world, start, total, on_step)
         final = metrics(total, loss)
         if rank == 0:
-            save_model(engine.model.float(), job.out_dir, student_info(job, preset))
+            save_model(engine.module.model.float(), job.out_dir, student_info(job, preset))
             write_train_info(job.out_dir, {**final, "world_size": world,
                                            "engine": f"deepspeed-zero{s.zero_stage}"})
         ray.train.report(final)                          # a barrier: the model is on disk for every rank

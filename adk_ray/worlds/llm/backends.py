@@ -32,7 +32,7 @@ from adk_ray.worlds.llm.engine import TorchEngine
 from adk_ray.worlds.llm.models import Vocab, build_model, count_params, save_model
 from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard
-from adk_ray.worlds.llm.train import PlainEngine, total_steps, train_loop
+from adk_ray.worlds.llm.train import student_engine, total_steps, train_loop
 
 TRAIN_INFO = "train.json"
 RESUME_DIR = "resume"      # LocalBackend: an aligner's latest resume state, inside its out_dir
@@ -168,12 +168,12 @@ class LocalBackend:
         t0 = time.perf_counter()
         data = token_data.read_tokens(job.data_dir, vocab.pad_id, sequence_width(preset, vocab))
         total = total_steps(len(data), s.per_device_batch, s.epochs)
-        engine = PlainEngine(build_model(job.spec, vocab, job.seed), s, total, device_for(preset))
+        engine = student_engine(build_model(job.spec, vocab, job.seed), s, total, device_for(preset))
         losses = []
         train_loop(engine, data, s, job.seed, 0, 1, 0, total,
                    on_step=lambda step, loss, lr: losses.append(float(loss)) if step % 10 == 0 or step == total
                    else None)
-        save_model(engine.model.float(), job.out_dir, student_info(job, preset))
+        save_model(engine.module.model.float(), job.out_dir, student_info(job, preset))
         write_train_info(job.out_dir, {"steps": total, "start_step": 0, "final_loss": losses[-1] if losses else None,
                                        "world_size": 1, "engine": "torch",
                                        "wall_seconds": time.perf_counter() - t0})

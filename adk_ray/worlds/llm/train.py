@@ -3,10 +3,10 @@
 Causal-LM loss on every token after the first (pad positions masked), AdamW (lr 5e-4, betas 0.9/0.95),
 Warmup-Stable-Decay schedule (1 % linear warmup, 20 % linear decay), per-device batch 64.
 
-The pieces are pure and Ray-free: `train_loop` runs steps [start, total) against any engine with a
-`train_step(input_ids, labels) -> loss` method. `PlainEngine` is a single-process torch engine (the local
-backend); `DeepSpeedEngine` wraps `deepspeed.initialize` with ZeRO (stage 2 by default) and is what the
-Ray Train workers of `adk_ray.service.llm_train` run (one per GPU, or per CPU process over gloo).
+The pieces are pure and Ray-free: `train_loop` runs steps [start, total) on an engine of `engine.py`, the
+one interface every fine-tuning stage of this world uses, over `CausalLMLoss(model)` with `engine_kwargs`:
+`TorchEngine` in one process (the local backend), `DeepSpeedModuleEngine` (ZeRO stage 2 by default) in
+the Ray Train workers of `adk_ray.service.llm_train` (one per GPU, or per CPU process over gloo).
 
 Data order is a function of (seed, step) only: step s of a run reads the same rows whether the run went
 straight through or resumed from a checkpoint at step k < s.
@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from adk_ray.worlds.llm.data import TokenSet
-from adk_ray.worlds.llm.engine import deepspeed_config
 from adk_ray.worlds.llm.presets import TrainSettings
 
 IGNORE = -100
@@ -102,93 +101,29 @@ class CausalLMLoss(nn.Module):
         return F.cross_entropy(self.model.lm_head(h).float(), y, ignore_index=IGNORE, reduction="sum")
 
 
-def make_optimizer(params, s: TrainSettings, fused: bool = False) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay,
-                             fused=fused)
+def student_engine(model: nn.Module, s: TrainSettings, total: int, device=None, world_size: int | None = None):
+    """The engine (`engine.py`, the interface every fine-tuning stage here uses) that trains a student over
+    `total` optimiser steps: its module is `CausalLMLoss(model)`; AdamW (lr, betas, eps, weight decay),
+    gradient clipping and the Warmup-Stable-Decay schedule of `s`, one micro-batch per step, bf16 on GPU,
+    torch.compile when asked. `world_size` None: `TorchEngine` in this process (the local backend); else
+    `DeepSpeedModuleEngine` (ZeRO stage s.zero_stage, per_device_batch per rank) in a Ray Train worker."""
+    from adk_ray.worlds.llm.engine import DeepSpeedModuleEngine, TorchEngine
+    kwargs = dict(lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
+                  grad_accum=1, compile=s.compile,
+                  schedule=lambda step: wsd_multiplier(step, total, s.warmup_frac, s.decay_frac, s.min_lr_ratio))
+    module = CausalLMLoss(model, s.loss)
+    if world_size is None:
+        return TorchEngine(module, device=device or "cpu", autocast=s.bf16, **kwargs)
+    return DeepSpeedModuleEngine(module, world_size=world_size, micro_batch=s.per_device_batch,
+                                 zero_stage=s.zero_stage, bf16=s.bf16, device=device, **kwargs)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings, total: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: wsd_multiplier(step, total, s.warmup_frac, s.decay_frac, s.min_lr_ratio))
-
-
-class PlainEngine:
-    """Single-process torch training: AdamW + WSD, bf16 autocast on GPU, gradient clipping."""
-
-    def __init__(self, model: nn.Module, s: TrainSettings, total: int, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.module = CausalLMLoss(model.to(self.device).train(), s.loss)
-        self.step_fn = torch.compile(self.module) if s.compile else self.module
-        cuda = self.device.type == "cuda"
-        self.optimizer = make_optimizer(self.module.parameters(), s, fused=cuda)
-        self.scheduler = make_scheduler(self.optimizer, s, total)
-        self.autocast = cuda and s.bf16
-        self.clip = s.grad_clip
-
-    def train_step(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss = self.step_fn(input_ids, labels)
-        loss.backward()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
-
-    @property
-    def model(self) -> nn.Module:
-        return self.module.model
-
-
-class DeepSpeedEngine:
-    """A DeepSpeed engine over CausalLMLoss(model) with torch AdamW (fused on GPU) and the WSD schedule.
-
-    Expects torch.distributed to be initialised already (Ray Train does it: NCCL on GPU, gloo on CPU);
-    DeepSpeed then reuses that process group, and its CPU accelerator falls back to gloo without oneCCL.
-    """
-
-    def __init__(self, model: nn.Module, s: TrainSettings, total: int, world_size: int,
-                 device: str | torch.device | None = None):
-        import deepspeed
-        on_gpu = torch.cuda.is_available()
-        if on_gpu and device is not None:
-            torch.cuda.set_device(device)
-        wrapper = CausalLMLoss(model, s.loss)
-        if s.compile:
-            wrapper.compile()
-        optimizer = make_optimizer(wrapper.parameters(), s, fused=on_gpu)
-        self.engine, *_ = deepspeed.initialize(
-            model=wrapper, optimizer=optimizer,
-            config=deepspeed_config(s.per_device_batch, 1, world_size, s.zero_stage, s.bf16, s.grad_clip, on_gpu),
-            lr_scheduler=lambda opt: make_scheduler(opt, s, total), dist_init_required=False)
-        self.device = self.engine.device
-
-    def train_step(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.engine(input_ids.to(self.device), labels.to(self.device))
-        self.engine.backward(loss)
-        self.engine.step()
-        return loss.detach()
-
-    def lr(self) -> float:
-        return float(self.engine.get_lr()[0])
-
-    @property
-    def model(self) -> nn.Module:
-        return self.engine.module.model
-
-    def save(self, directory: str, step: int) -> None:
-        """Model, optimizer partitions (one file per rank), scheduler and the step, under tag 'state'."""
-        self.engine.save_checkpoint(directory, tag="state", client_state={"step": step})
-
-    def load(self, directory: str) -> int:
-        """Restore everything `save` wrote; returns the step it was saved at."""
-        _, client = self.engine.load_checkpoint(directory, tag="state", load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
-        return int(client["step"])
+def train_step(engine, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One optimiser step of a student's engine (its module is `CausalLMLoss`); the loss, detached."""
+    loss = engine(input_ids, labels)
+    engine.backward(loss)
+    engine.step()
+    return loss.detach()
 
 
 def train_loop(engine, data: TokenSet, s: TrainSettings, seed: int, rank: int, world_size: int, start_step: int,
@@ -200,7 +135,7 @@ def train_loop(engine, data: TokenSet, s: TrainSettings, seed: int, rank: int, w
         rows = batch_rows(step, len(data), s.per_device_batch, world_size, rank, seed)
         ids, labels = make_batch(data, rows)
         lr = engine.lr()
-        loss = engine.train_step(ids.to(engine.device, non_blocking=True), labels.to(engine.device, non_blocking=True))
+        loss = train_step(engine, ids.to(engine.device, non_blocking=True), labels.to(engine.device, non_blocking=True))
         if on_step:
             on_step(step + 1, loss, lr)
     return float(loss)
