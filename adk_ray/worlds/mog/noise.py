@@ -37,11 +37,14 @@ class NoiseStream:
 
     def next(self) -> Tensor:
         if self.pos == CHUNK:
-            self.buffer = torch.stack([torch.randn((CHUNK, *self.shape), generator=g) for g in self.gens])
+            # steps first and already spread to the trials: each step's draw is then a contiguous view
+            # (one gather per chunk instead of one per step)
+            chunk = torch.stack([torch.randn((CHUNK, *self.shape), generator=g) for g in self.gens], 1)
+            self.buffer = chunk[:, self.index]
             self.pos = 0
-        out = self.buffer[:, self.pos]
+        out = self.buffer[self.pos]
         self.pos += 1
-        return out[self.index]
+        return out
 
 
 def once(seeds, stream: str, shape: tuple[int, ...]) -> Tensor:
