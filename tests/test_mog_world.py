@@ -56,6 +56,24 @@ def test_log_prob_underflow_clamp_keeps_values_and_bounds_gradients():
         assert (g_new - g_old).abs().max() <= 1e-30, k
 
 
+def test_fused_adam_is_torch_adam_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 4, generator=g), torch.randn(3, 4, 2, generator=g)]
+    ours, theirs = [p.clone().requires_grad_() for p in params], [p.clone().requires_grad_() for p in params]
+    a, b = stages.FusedAdam(ours[:1], 1e-2), torch.optim.Adam(theirs[:1], lr=1e-2, fused=True)
+    a.add(ours[1:])
+    b.add_param_group({"params": theirs[1:]})
+    for i in range(20):
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        for ps, opt in ((ours, a), (theirs, b)):
+            opt.zero_grad()
+            for p, gr in zip(ps, grads):
+                p.grad = None if i % 7 == 3 and p is ps[1] else gr.clone()  # a skipped tensor keeps its count
+            opt.step()
+    assert all(torch.equal(x, y) for x, y in zip(ours, theirs))
+    assert not torch.equal(ours[0], params[0])
+
+
 def test_sample_follows_weights_and_components():
     p = {"logits": torch.log(torch.tensor([[0.7, 0.3]])), "means": torch.tensor([[[-3.0, 0.0], [3.0, 0.0]]]),
          "log_scales": torch.log(torch.full((1, 2, 2), 0.1))}

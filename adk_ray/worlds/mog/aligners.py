@@ -24,7 +24,7 @@ from adk_ray.worlds.mog import model, truth
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.noise import NoiseStream, normal_to_uniform, once
 from adk_ray.worlds.mog.slices import reads, slice_of
-from adk_ray.worlds.mog.stages import Progress, adam, check_finite, step
+from adk_ray.worlds.mog.stages import FusedAdam, Progress, adam, check_finite, step
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Run:
     """π_ref, frozen."""
     ref_coef: Tensor
     """π_ref's `model.coefficients`, computed once: π_ref does not change."""
-    opt: torch.optim.Optimizer
+    opt: FusedAdam
     """Adam over the policy's parameters."""
     seeds: list[int]
     """Seed of each trial (row of the batch)."""
@@ -47,8 +47,6 @@ class Run:
     """The oracle R(x)."""
     batch_size: int
     """Samples (or pairs) per step."""
-    lr: float
-    """Learning rate (of any extra optimiser an aligner keeps, e.g. PPO's value baseline)."""
 
 
 class Update(Protocol):
@@ -76,8 +74,8 @@ class PPO:
     def __init__(self, s: PPOSettings, run: Run):
         self.s, self.run = s, run
         self.value = torch.zeros(len(run.seeds), requires_grad=True)
-        # the value baseline's own Adam, as a second group of the policy's: one fused step for both
-        run.opt.add_param_group({"params": [self.value], "lr": run.lr})
+        # the value baseline's own Adam moments in the policy's optimiser: one fused step for both
+        run.opt.add([self.value])
         self.noise = NoiseStream(run.seeds, "align/sample", (run.batch_size, 3))
 
     def step(self) -> None:
@@ -281,7 +279,7 @@ def align(reference: model.Params, seeds, beta: Tensor, iterations, settings: Al
     ref = model.detach(reference)
     run = Run(policy=policy, ref=ref, ref_coef=model.coefficients(ref), opt=opt, seeds=list(seeds),
               beta=beta.reshape(len(seeds), 1), reward=truth.Reward(settings.geometry),
-              batch_size=settings.batch_size, lr=settings.lr)
+              batch_size=settings.batch_size)
     update = ALIGNERS[settings.algorithm].start(settings.method, run)
     curve = on_eval if settings.eval_every else None
 
