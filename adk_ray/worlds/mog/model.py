@@ -57,8 +57,8 @@ def log_prob_of(coef: Tensor, feats: Tensor) -> Tensor:
 def _exp_clamped(z: Tensor) -> Tensor:
     """exp(max(z, UNDERFLOW)) for the z ≤ 0 of a log-sum-exp whose largest term is exp(0) = 1.
 
-    CPU exp takes a scalar path for inputs whose result is subnormal or 0 (−inf included: the padded
-    components), ~100× slower per element, and the subnormals it returns slow the backward products
+    CPU exp takes a slow path for inputs whose result is subnormal or 0 (−inf included: the padded
+    components), 20–200× slower per element, and the subnormals it returns slow the backward products
     too; far components make a good share of a log_prob table such inputs. Added to the max term 1,
     any term below exp(UNDERFLOW) ≈ 1.6e-38 rounds away, so log_prob's value is the same to the last
     bit; the gradient of such a term is 0 instead of subnormal (tests/test_mog_world.py bounds it).
