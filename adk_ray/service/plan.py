@@ -3,8 +3,7 @@
 The MoG world batches all seeds and all iteration counts of one setting into one call, so a trial is
 one grid point *without* `seeds` and `iterations`. Points of different sub-grids that agree on every
 other field are one trial whose iteration list is the union: (β=1.0, 300) of a β sweep and
-(β=1.0, 100..3000) of an iteration sweep cost one run of 3000 steps, not two. Trials are listed
-longest first (`longest_first`), the order Tune starts them in.
+(β=1.0, 100..3000) of an iteration sweep cost one run of 3000 steps, not two.
 """
 from __future__ import annotations
 
@@ -67,24 +66,7 @@ def plan_trials(spec: SweepSpec) -> list[PlannedTrial]:
     for cfg, params, iterations in points.values():
         cfg = cfg.replace(iterations=tuple(sorted(iterations)))
         trials.append(PlannedTrial(trial_id_of(cfg), cfg, {**params, "iterations": list(cfg.iterations)}))
-    return longest_first(trials)
-
-
-def longest_first(trials: list[PlannedTrial]) -> list[PlannedTrial]:
-    """Trials by decreasing `work`, ties in grid order: Tune starts them in this order.
-
-    A sweep lasts at least as long as its longest trial, so that one starts first and the short ones
-    fill the other slots around it (LPT scheduling, Graham 1969): in mog_ppo the 3000-iteration trial is
-    the 5th point of the grid, and in grid order it started once four short ones had finished.
-    """
-    return sorted(trials, key=lambda t: -work(t.config))
-
-
-def work(cfg: TrialConfig) -> int:
-    """(longest alignment run + final models) per seed, times seeds: a ranking of trials, not a time.
-    The longest run is a trial's critical path and each iteration count adds a final model to evaluate
-    and (A-K) distil; stages shared through the cache are left out."""
-    return max(cfg.iterations) * len(cfg.seeds) + len(cfg.iterations) * len(cfg.seeds)
+    return trials
 
 
 def check_search(spec: SweepSpec) -> None:
