@@ -32,6 +32,48 @@ def test_log_prob_matches_torch_distributions():
         torch.testing.assert_close(model.log_prob(p, x)[t], ref.log_prob(x[t]), atol=2e-4, rtol=1e-5)
 
 
+def test_log_prob_underflow_clamp_keeps_values_and_bounds_gradients():
+    # narrow components far apart, plus zero-weight padding: many exp() inputs below UNDERFLOW, as in the
+    # p* metrics and trained models; the unclamped formula is the reference
+    p = model.pad_components(_params(T=4, K=4, seed=3), 6)
+    p["log_scales"] = p["log_scales"] - 1.5
+    x = 3 * torch.randn(4, 200, 2, generator=torch.Generator().manual_seed(2))
+
+    def plain(q):
+        comp = torch.bmm(model.features(x), model.coefficients(q).transpose(1, 2))
+        m = comp.detach().amax(-1, keepdim=True)
+        assert ((comp - m) < model.UNDERFLOW).float().mean() > 0.2  # the case the clamp is for
+        return (comp - m).exp().sum(-1).log() + m.squeeze(-1)
+
+    q_new, q_old = model.trainable(p), model.trainable(p)
+    new, old = model.log_prob(q_new, x), plain(q_old)
+    assert torch.equal(new, old)  # the value, to the last bit
+    new.sum().backward()
+    old.sum().backward()
+    for k in q_new:
+        # gradients differ by no more than what subnormal terms carry (finite ones; padding's are 0 in both)
+        g_new, g_old = q_new[k].grad.nan_to_num(), q_old[k].grad.nan_to_num()
+        assert (g_new - g_old).abs().max() <= 1e-30, k
+
+
+def test_fused_adam_is_torch_adam_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 4, generator=g), torch.randn(3, 4, 2, generator=g)]
+    ours, theirs = [p.clone().requires_grad_() for p in params], [p.clone().requires_grad_() for p in params]
+    a, b = stages.FusedAdam(ours[:1], 1e-2), torch.optim.Adam(theirs[:1], lr=1e-2, fused=True)
+    a.add(ours[1:])
+    b.add_param_group({"params": theirs[1:]})
+    for i in range(20):
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        for ps, opt in ((ours, a), (theirs, b)):
+            opt.zero_grad()
+            for p, gr in zip(ps, grads):
+                p.grad = None if i % 7 == 3 and p is ps[1] else gr.clone()  # a skipped tensor keeps its count
+            opt.step()
+    assert all(torch.equal(x, y) for x, y in zip(ours, theirs))
+    assert not torch.equal(ours[0], params[0])
+
+
 def test_sample_follows_weights_and_components():
     p = {"logits": torch.log(torch.tensor([[0.7, 0.3]])), "means": torch.tensor([[[-3.0, 0.0], [3.0, 0.0]]]),
          "log_scales": torch.log(torch.full((1, 2, 2), 0.1))}

@@ -24,7 +24,7 @@ from adk_ray.worlds.mog import model, truth
 from adk_ray.worlds.mog.geometry import Geometry
 from adk_ray.worlds.mog.noise import NoiseStream, normal_to_uniform, once
 from adk_ray.worlds.mog.slices import reads, slice_of
-from adk_ray.worlds.mog.stages import Progress, adam, check_finite, step
+from adk_ray.worlds.mog.stages import FusedAdam, Progress, adam, check_finite, step
 
 
 @dataclass
@@ -35,7 +35,9 @@ class Run:
     """π_θ, trainable, initialised at π_ref."""
     ref: model.Params
     """π_ref, frozen."""
-    opt: torch.optim.Optimizer
+    ref_coef: Tensor
+    """π_ref's `model.coefficients`, computed once: π_ref does not change."""
+    opt: FusedAdam
     """Adam over the policy's parameters."""
     seeds: list[int]
     """Seed of each trial (row of the batch)."""
@@ -45,8 +47,6 @@ class Run:
     """The oracle R(x)."""
     batch_size: int
     """Samples (or pairs) per step."""
-    lr: float
-    """Learning rate (of any extra optimiser an aligner keeps, e.g. PPO's value baseline)."""
 
 
 class Update(Protocol):
@@ -74,28 +74,26 @@ class PPO:
     def __init__(self, s: PPOSettings, run: Run):
         self.s, self.run = s, run
         self.value = torch.zeros(len(run.seeds), requires_grad=True)
-        self.value_opt = adam([self.value], run.lr)
+        # the value baseline's own Adam moments in the policy's optimiser: one fused step for both
+        run.opt.add([self.value])
         self.noise = NoiseStream(run.seeds, "align/sample", (run.batch_size, 3))
 
     def step(self) -> None:
         run, value = self.run, self.value
         x = model.sample(run.policy, self.noise.next())
+        feats = model.features(x)
         with torch.no_grad():
-            logp_old = model.log_prob(run.policy, x)
-            shaped = kl_shaped_reward(run.reward(x), logp_old, model.log_prob(run.ref, x), run.beta)
+            logp_old = model.log_prob_of(model.coefficients(run.policy), feats)
+            shaped = kl_shaped_reward(run.reward(x), logp_old, model.log_prob_of(run.ref_coef, feats), run.beta)
         mb = run.batch_size // self.s.minibatches
         for _ in range(self.s.epochs):
             for i in range(0, run.batch_size, mb):
                 sl = slice(i, i + mb)
                 adv = shaped[:, sl] - value.detach()[:, None]
-                logp_new = model.log_prob(run.policy, x[:, sl])
+                logp_new = model.log_prob_of(model.coefficients(run.policy), feats[:, sl])
                 loss = ppo_clipped_loss(logp_new, logp_old[:, sl], adv, self.s.clip).mean(-1).sum()
                 v_loss = value_loss(value[:, None], shaped[:, sl]).mean(-1).sum()
-                run.opt.zero_grad(set_to_none=True)
-                self.value_opt.zero_grad(set_to_none=True)
-                (loss + v_loss).backward()
-                run.opt.step()
-                self.value_opt.step()
+                step(run.opt, loss + v_loss)
 
 
 # ----------------------------------------------------------------------------------------- GRPO
@@ -134,10 +132,11 @@ class GRPO:
     def step(self) -> None:
         run = self.run
         x = model.sample(run.policy, self.noise.next())
+        feats = model.features(x)
         with torch.no_grad():
             adv = grpo_advantage(run.reward(x), self.s.std_normalize)
-            logp_ref = model.log_prob(run.ref, x)
-        logp = model.log_prob(run.policy, x)
+            logp_ref = model.log_prob_of(run.ref_coef, feats)
+        logp = model.log_prob_of(model.coefficients(run.policy), feats)
         kl = GRPO_KL_FORMS[self.s.kl](logp, logp_ref)
         step(run.opt, (-(adv * logp) + run.beta * kl).mean(-1).sum())
 
@@ -171,9 +170,10 @@ class OnlinePairs:
         run, B = self.run, self.run.batch_size
         x = model.sample(run.policy, self.noise.next())
         w, l = label_pairs(x[:, :B], x[:, B:], run.reward)
+        fw, fl = model.features(w), model.features(l)
         with torch.no_grad():
-            ref_w, ref_l = model.log_prob(run.ref, w), model.log_prob(run.ref, l)
-        loss = self.loss(model.log_prob(run.policy, w), model.log_prob(run.policy, l), ref_w, ref_l, run.beta)
+            ref_w, ref_l = model.log_prob_of(run.ref_coef, fw), model.log_prob_of(run.ref_coef, fl)
+        loss = self.loss(_policy_log_prob(run, fw), _policy_log_prob(run, fl), ref_w, ref_l, run.beta)
         step(run.opt, loss.mean(-1).sum())
 
 
@@ -184,16 +184,17 @@ class OfflinePairs:
     def __init__(self, loss: PairLoss, s: OfflineSettings, run: Run):
         self.loss, self.run, self.n = loss, run, s.pairs
         pool = model.sample(run.ref, once(run.seeds, "align/offline_pairs", (2 * s.pairs, 3)))
-        self.w, self.l = label_pairs(pool[:, :s.pairs], pool[:, s.pairs:], run.reward)
-        self.ref_w, self.ref_l = model.log_prob(run.ref, self.w), model.log_prob(run.ref, self.l)
+        w, l = label_pairs(pool[:, :s.pairs], pool[:, s.pairs:], run.reward)
+        self.ref_w, self.ref_l = model.log_prob(run.ref, w), model.log_prob(run.ref, l)
+        self.fw, self.fl = model.features(w), model.features(l)  # what each step gathers: its pairs' features
         self.noise = NoiseStream(run.seeds, "align/offline_batches", (run.batch_size,))
 
     def step(self) -> None:
         run = self.run
         idx = (normal_to_uniform(self.noise.next()) * self.n).long().clamp_max(self.n - 1)
-        w, l = _gather(self.w, idx), _gather(self.l, idx)
+        fw, fl = _gather(self.fw, idx), _gather(self.fl, idx)
         ref_w, ref_l = torch.gather(self.ref_w, 1, idx), torch.gather(self.ref_l, 1, idx)
-        loss = self.loss(model.log_prob(run.policy, w), model.log_prob(run.policy, l), ref_w, ref_l, run.beta)
+        loss = self.loss(_policy_log_prob(run, fw), _policy_log_prob(run, fl), ref_w, ref_l, run.beta)
         step(run.opt, loss.mean(-1).sum())
 
 
@@ -201,6 +202,12 @@ def label_pairs(a: Tensor, b: Tensor, reward: Callable[[Tensor], Tensor]) -> tup
     """Winner/loser by the oracle reward (ties go to the first element)."""
     a_wins = (reward(a) >= reward(b))[..., None]
     return torch.where(a_wins, a, b), torch.where(a_wins, b, a)
+
+
+def _policy_log_prob(run: Run, feats: Tensor) -> Tensor:
+    # the policy's coefficients once per branch, not shared by the winner's and the loser's: sharing
+    # them would sum the two branches' gradients in another order and change the last bits of the run
+    return model.log_prob_of(model.coefficients(run.policy), feats)
 
 
 def _gather(points: Tensor, idx: Tensor) -> Tensor:
@@ -269,9 +276,10 @@ def align(reference: model.Params, seeds, beta: Tensor, iterations, settings: Al
     wanted = sorted(set(int(i) for i in iterations))
     policy = model.trainable(reference)
     opt = adam(policy.values(), settings.lr)
-    run = Run(policy=policy, ref=model.detach(reference), opt=opt, seeds=list(seeds),
+    ref = model.detach(reference)
+    run = Run(policy=policy, ref=ref, ref_coef=model.coefficients(ref), opt=opt, seeds=list(seeds),
               beta=beta.reshape(len(seeds), 1), reward=truth.Reward(settings.geometry),
-              batch_size=settings.batch_size, lr=settings.lr)
+              batch_size=settings.batch_size)
     update = ALIGNERS[settings.algorithm].start(settings.method, run)
     curve = on_eval if settings.eval_every else None
 

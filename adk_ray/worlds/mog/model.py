@@ -17,6 +17,7 @@ from adk_ray.worlds.mog.noise import normal_to_uniform
 
 Params = dict[str, Tensor]
 LOG_2PI = math.log(2 * math.pi)
+UNDERFLOW = -87.0  # exp(z) is a normal float32 for z ≥ −87.33 (log of finfo(float32).tiny)
 
 
 def log_prob(params: Params, x: Tensor, logits: Tensor | None = None) -> Tensor:
@@ -25,34 +26,71 @@ def log_prob(params: Params, x: Tensor, logits: Tensor | None = None) -> Tensor:
     The Gaussian exponent is expanded, −½ Σ_d (x_d² w_kd − 2 x_d μ_kd w_kd + μ_kd² w_kd) with w = σ⁻²,
     so the [T, N, K] component table is one batched matmul of features (x², x, 1) by per-component
     coefficients: 2.5× faster forward and backward than broadcasting (x − μ)/σ over [T, N, K, 2].
+    `coefficients` and `features` are its two halves, for callers that reuse one of them (a frozen
+    model's coefficients across steps, one batch's features across models).
     """
+    return log_prob_of(coefficients(params, logits), features(x))
+
+
+def coefficients(params: Params, logits: Tensor | None = None) -> Tensor:
+    """[T, K, 5]: each component's coefficients of the features (x², x, 1) in its log-density."""
     logits = params["logits"] if logits is None else logits
     mu, log_s = params["means"], params["log_scales"]                       # [T, K, 2]
     w = torch.exp(-2 * log_s)
     const = (-0.5 * mu * mu * w - log_s).sum(-1) - LOG_2PI + torch.log_softmax(logits, -1)   # [T, K]
-    coef = torch.cat([-0.5 * w, mu * w, const[..., None]], -1)               # [T, K, 5]
-    feats = torch.cat([x * x, x, torch.ones_like(x[..., :1])], -1)           # [T, N, 5]
+    return torch.cat([-0.5 * w, mu * w, const[..., None]], -1)
+
+
+def features(x: Tensor) -> Tensor:
+    """[T, N, 5]: the features (x², x, 1) of points x [T, N, 2]."""
+    return torch.cat([x * x, x, torch.ones_like(x[..., :1])], -1)
+
+
+def log_prob_of(coef: Tensor, feats: Tensor) -> Tensor:
+    """`log_prob` from its two halves: [T, K, 5] coefficients, [T, N, 5] features → [T, N]."""
     comp = torch.bmm(feats, coef.transpose(1, 2))                            # [T, N, K]
     # logsumexp by hand with a detached max: same value, one fewer pass in backward than torch.logsumexp
     m = comp.detach().amax(-1, keepdim=True)
-    return (comp - m).exp().sum(-1).log() + m.squeeze(-1)
+    return _exp_clamped(comp - m).sum(-1).log() + m.squeeze(-1)
 
 
-def sample(params: Params, noise: Tensor, logits: Tensor | None = None) -> Tensor:
+def _exp_clamped(z: Tensor) -> Tensor:
+    """exp(max(z, UNDERFLOW)) for the z ≤ 0 of a log-sum-exp whose largest term is exp(0) = 1.
+
+    CPU exp takes a slow path for inputs whose result is subnormal or 0 (−inf included: the padded
+    components), 20–200× slower per element, and the subnormals it returns slow the backward products
+    too; far components make a good share of a log_prob table such inputs. Added to the max term 1,
+    any term below exp(UNDERFLOW) ≈ 1.6e-38 rounds away, so log_prob's value is the same to the last
+    bit; the gradient of such a term is 0 instead of subnormal (tests/test_mog_world.py bounds it).
+    """
+    return z.clamp_min(UNDERFLOW).exp()
+
+
+def sample(params: Params, noise: Tensor, logits: Tensor | None = None, cdf: Tensor | None = None) -> Tensor:
     """Draw x [T, N, 2] from the mixture given standard normal noise [T, N, 3].
 
     noise[..., 0] picks the component (through Φ, inverse-CDF on the weights), noise[..., 1:] places
-    the point. `logits` overrides the mixture weights (KD sampling with sharpened weights, eq. 7).
-    No gradient flows into samples: every aligner here is a score-function method.
+    the point. `logits` overrides the mixture weights (KD sampling with sharpened weights, eq. 7);
+    `cdf` passes `weights_cdf` of a model sampled many times. No gradient flows into samples: every
+    aligner here is a score-function method.
     """
     with torch.no_grad():
-        logits = params["logits"] if logits is None else logits
-        cdf = torch.cumsum(torch.softmax(logits, -1), -1)                    # [T, K]
-        u = normal_to_uniform(noise[..., 0]).contiguous()                     # [T, N]
-        k = torch.searchsorted(cdf.contiguous(), u).clamp_max(cdf.shape[-1] - 1)
+        cdf = weights_cdf(params, logits) if cdf is None else cdf          # [T, K]
+        u = normal_to_uniform(noise[..., 0])                                  # [T, N]
+        # k = #{j < K−1 : cdf_j < u}: searchsorted's answer clamped to K−1, and 2–3× faster than it
+        # for K ≤ 8 (a binary search per point costs more than K−1 vectorised comparisons)
+        k = torch.zeros(u.shape, dtype=torch.long)
+        for j in range(cdf.shape[-1] - 1):
+            k += u > cdf[:, j, None]
         mu = torch.gather(params["means"], 1, k[..., None].expand(-1, -1, 2))
         s = torch.gather(params["log_scales"], 1, k[..., None].expand(-1, -1, 2)).exp()
         return mu + s * noise[..., 1:]
+
+
+def weights_cdf(params: Params, logits: Tensor | None = None) -> Tensor:
+    """[T, K]: cumulative mixture weights, what `sample` inverts."""
+    with torch.no_grad():
+        return torch.cumsum(torch.softmax(params["logits"] if logits is None else logits, -1), -1)
 
 
 def weights(params: Params) -> Tensor:

@@ -32,16 +32,18 @@ class NoiseStream:
         self.unique = sorted(set(int(s) for s in seeds))
         self.index = torch.tensor([self.unique.index(int(s)) for s in seeds])
         self.gens = [torch.Generator().manual_seed(stream_seed(s, stream)) for s in self.unique]
+        self.identity = [int(s) for s in seeds] == self.unique  # distinct seeds in order: nothing to gather
         self.buffer: Tensor | None = None
         self.pos = CHUNK
 
     def next(self) -> Tensor:
         if self.pos == CHUNK:
-            self.buffer = torch.stack([torch.randn((CHUNK, *self.shape), generator=g) for g in self.gens])
+            # steps first, so each step's draws are one contiguous [U, *shape] block
+            self.buffer = torch.stack([torch.randn((CHUNK, *self.shape), generator=g) for g in self.gens], 1)
             self.pos = 0
-        out = self.buffer[:, self.pos]
+        out = self.buffer[self.pos]
         self.pos += 1
-        return out[self.index]
+        return out if self.identity else out[self.index]
 
 
 def once(seeds, stream: str, shape: tuple[int, ...]) -> Tensor:

@@ -1,0 +1,100 @@
+"""CPU time of one step of each MoG aligner and of the SFT/KD fit, at a sweep's batch shape.
+
+T = 2 × seeds runs (both pipelines), batch 256, π_ref = p' after 600 SFT steps (narrow components, as
+in a sweep: a fresh initialisation would hide the slow paths of far components). Each figure is the
+best of 5 blocks of `--steps` / 5 steps, in `time.process_time` (CPU time, so a shared machine's load
+inflates it less than wall time). `--base DIR` runs the same measurement on another checkout in a
+subprocess and prints both, with the ratio.
+
+    python benchmarks/mog_step_cost.py [--seeds 20] [--steps 300] [--base DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from adk_ray.worlds.mog import model, stages, truth
+from adk_ray.worlds.mog.aligners import ALIGNERS, AlignSettings, Run
+from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.worlds.mog.noise import NoiseStream
+
+STEPS = ("ppo", "grpo", "dpo_online", "dpo_offline", "ipo_online")
+
+
+def measure(n_seeds: int, n_steps: int) -> dict[str, float]:
+    """ms of CPU per step, by step name."""
+    torch.set_num_threads(1)
+    seeds = list(range(n_seeds)) * 2
+    cfg = MoGTrialConfig()
+    geometry = AlignSettings.of(cfg).geometry
+    p_prime = stages.sft(list(range(n_seeds)), stages.FitSettings(6, 600, cfg.lr, cfg.batch_size), geometry)
+    ref = model.index(p_prime, seeds)
+    out = {}
+    for algo in STEPS:
+        settings = AlignSettings.of(cfg.replace(algorithm=algo))
+        policy = model.trainable(ref)
+        # every field some version of Run has; this one takes those it declares (so --base works)
+        fields = dict(policy=lambda: policy, ref=lambda: model.detach(ref),
+                      ref_coef=lambda: model.coefficients(ref),
+                      opt=lambda: stages.adam(policy.values(), cfg.lr), seeds=lambda: seeds,
+                      beta=lambda: torch.ones(len(seeds), 1), reward=lambda: truth.Reward(geometry),
+                      batch_size=lambda: cfg.batch_size, lr=lambda: cfg.lr)
+        run = Run(**{k: make() for k, make in fields.items() if k in Run.__dataclass_fields__})
+        out[algo] = _best(ALIGNERS[algo].start(settings.method, run).step, n_steps)
+    p_star = truth.ground_truth(geometry, len(seeds))
+    student = model.trainable(ref)
+    opt = stages.adam(student.values(), cfg.lr)
+    data = NoiseStream(seeds, "bench", (cfg.batch_size, 3))
+
+    def fit() -> None:  # one step of stages.fit_to_samples
+        stages.step(opt, -model.log_prob(student, model.sample(p_star, data.next())).mean(-1).sum())
+    out["sft/kd fit"] = _best(fit, n_steps)
+    return out
+
+
+def _best(fn, n: int) -> float:
+    for _ in range(10):
+        fn()
+    best = float("inf")
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(n // 5):
+            fn()
+        best = min(best, (time.process_time() - t) / (n // 5) * 1e3)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--base", help="another checkout, measured the same way in a subprocess")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (what --base reads)")
+    args = ap.parse_args()
+    here = measure(args.seeds, args.steps)
+    if args.json:
+        print(json.dumps(here))
+        return
+    base = None
+    if args.base:
+        code = os.path.abspath(args.base)
+        cmd = [sys.executable, os.path.abspath(__file__), "--seeds", str(args.seeds), "--steps", str(args.steps),
+               "--json"]
+        proc = subprocess.run(cmd, cwd=code, env={**os.environ, "PYTHONPATH": code}, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} (in {code}) failed:\n{proc.stderr[-3000:]}")
+        base = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"ms of CPU per step, T = {2 * args.seeds} runs, batch 256")
+    for name, ms in here.items():
+        extra = f"   base {base[name]:7.3f}   base / this {base[name] / ms:5.2f}×" if base else ""
+        print(f"  {name:12s} {ms:7.3f}{extra}")
+
+
+if __name__ == "__main__":
+    main()
