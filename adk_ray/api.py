@@ -88,9 +88,9 @@ def run(sweeps: str | Sequence[str], sets: Iterable[str] = (), storage: str | No
         if dry_run:
             return preps
         if trackers is not None:
-            trackers.check()
             if len(preps) > 1:
                 raise SpecError(f"--tracker logs one sweep at a time; {len(preps)} sweeps named")
+            trackers.check()
         check_reachable(opts.address)
         codes = execute_many(list(zip(preps, reqs)), opts, trackers=trackers, plotly_js=plotly_js)
     except SpecError as e:
