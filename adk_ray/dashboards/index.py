@@ -60,6 +60,11 @@ def render_index(storage: str) -> str:
             + f"<p class='muted'>Rendered {stamp} by adk_ray.dashboards.index.</p></body></html>")
 
 
+def index_exists(storage: str) -> bool:
+    fs, root = open_storage(storage)
+    return fs.get_file_info(posixpath.join(root, INDEX)).type == pafs.FileType.File
+
+
 def write_index(storage: str) -> str:
     """Write `<storage>/index.html` (atomically, as write_dashboard does); return its path."""
     data = render_index(storage).encode("utf-8")

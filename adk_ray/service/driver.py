@@ -155,7 +155,7 @@ def execute_many(sweeps: list[tuple[Prepared, Request]], ray_opts, trackers=None
             progress.close()
             runner.disconnect()
     codes = [_finish(r, dashboards[r.prep.spec.name]) for r in runs]
-    _write_index(runs[0].prep.store)
+    _write_index(runs[0].prep.store, always=len(runs) > 1)
     return codes
 
 
@@ -201,12 +201,14 @@ def _finish(r: _Run, dashboard: DashboardRefresher) -> int:
     return 1 if failed or missing else 0
 
 
-def _write_index(store: ResultStore) -> None:
-    """index.html of the storage root, linking every sweep there; like the dashboard, a convenience:
+def _write_index(store: ResultStore, always: bool) -> None:
+    """index.html of the storage root, linking every sweep there: after a run of several sweeps, and
+    after a single sweep's where one is there already (kept current). Like the dashboard, a convenience:
     a failure is a warning."""
     try:
-        from adk_ray.dashboards.index import write_index
-        write_index(store.storage)
+        from adk_ray.dashboards.index import index_exists, write_index
+        if always or index_exists(store.storage):
+            write_index(store.storage)
     except Exception as e:  # noqa: BLE001
         print(f"warning: index.html not written ({f'{type(e).__name__}: {e}'.splitlines()[0]})", file=sys.stderr)
 
