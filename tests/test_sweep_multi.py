@@ -36,8 +36,7 @@ def test_two_sweeps_in_one_session(run_sweep, tmp_path):
     storage = tmp_path / "results"
     proc = run_sweep("mog_ppo", "mog_dpo", *TINY, "--storage", str(storage))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stderr.count("Token authentication is enabled") <= 1  # one ray.init, not one per sweep
-    assert "2 sweeps:" in proc.stderr and "2/2" in proc.stderr  # one bar over both sweeps' trials
+    assert "2 sweeps:" in proc.stderr and "2/2" in proc.stderr  # one bar (one Tune run) over both sweeps' trials
     for name, algorithm in (("mog_ppo", "ppo"), ("mog_dpo", "dpo_online")):
         rows = read_rows(storage / name)
         assert set(rows["sweep"]) == {name} and set(rows["algorithm"]) == {algorithm}

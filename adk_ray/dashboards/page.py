@@ -7,6 +7,7 @@ import posixpath
 import traceback
 from html import escape
 
+import numpy as np
 import plotly.io as pio
 import pyarrow.fs as pafs
 import plotly.offline
@@ -33,8 +34,22 @@ class _Figures:
 
     def html(self, fig) -> str:
         self.n += 1
-        return pio.to_html(fig.to_dict(), full_html=False, include_plotlyjs=False, div_id=f"fig-{self.n}",
+        return pio.to_html(_compact(fig.to_dict()), full_html=False, include_plotlyjs=False, div_id=f"fig-{self.n}",
                            config=PLOT_CONFIG, validate=False)
+
+
+def _compact(value, digits: int = 6):
+    """Floats of a figure's data to `digits` significant digits (float32 arrays), far more than a plot or
+    a 3-digit hover shows: full float reprs made up half of a page's bytes."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: _compact(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_compact(v, digits) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype == np.float64:
+        return value.astype(np.float32)  # plotly writes arrays as base64 binary: 4 bytes a number, not 8
+    return value
 
 
 def _guarded(what: str, notices: list[str], build) -> list[str]:
