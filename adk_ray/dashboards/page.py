@@ -7,7 +7,6 @@ import posixpath
 import traceback
 from html import escape
 
-import numpy as np
 import plotly.io as pio
 import pyarrow.fs as pafs
 import plotly.offline
@@ -39,16 +38,14 @@ class _Figures:
 
 
 def _compact(value, digits: int = 6):
-    """Floats of a figure's data to `digits` significant digits (float32 arrays), far more than a plot or
-    a 3-digit hover shows: full float reprs made up half of a page's bytes."""
+    """Floats of a figure's data to `digits` significant digits, far more than a plot or a 3-digit hover
+    shows: full float reprs made up half of a page's bytes (numpy arrays go out as base64 already)."""
     if isinstance(value, float):
         return float(f"{value:.{digits}g}")
     if isinstance(value, dict):
         return {k: _compact(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_compact(v, digits) for v in value]
-    if isinstance(value, np.ndarray) and value.dtype == np.float64:
-        return value.astype(np.float32)  # plotly writes arrays as base64 binary: 4 bytes a number, not 8
     return value
 
 
