@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -58,46 +58,63 @@ def overrides_to_sets(overrides: Mapping | Iterable[str] | None) -> tuple[str, .
     return tuple(f"{k}={text(v)}" for k, v in overrides.items())
 
 
-def run(sweep: str, sets: Iterable[str] = (), storage: str | None = None, smoke: bool = False,
-        retry_failed: bool = False, ray_options=None, trackers=None, dry_run: bool = False) -> "Outcome | list":
-    """Validate, then run the unfinished trials; the CLI's whole job. `ray_options` is a
-    service.ray_options.RayOptions, `trackers` a service.trackers.Trackers. With `dry_run`, the planned
-    trials (service.plan.PlannedTrial) and the resolved spec, nothing run or written. Raises SweepError."""
-    from adk_ray.service.driver import Request, execute, prepare
+def run(sweeps: str | Sequence[str], sets: Iterable[str] = (), storage: str | None = None, smoke: bool = False,
+        retry_failed: bool = False, ray_options=None, trackers=None, dry_run: bool = False,
+        plotly_js: str = "inline") -> list:
+    """Validate every sweep, then run their unfinished trials in one Ray session; the CLI's whole job.
+
+    `sweeps`: names, YAML paths or shell patterns (`'mog_*'`); `sets`, `smoke` and `retry_failed` apply to
+    each. `ray_options` is a service.ray_options.RayOptions, `trackers` a service.trackers.Trackers (one
+    sweep only). `plotly_js`: the dashboards' "inline" plotly.js, or "shared" (dashboards.page.PLOTLY_JS).
+    Returns one Outcome per sweep, or with `dry_run` one service.driver.Prepared per sweep (the resolved
+    spec and the planned trials), nothing run or written. Raises SweepError before anything is written.
+    """
+    from adk_ray.dashboards.page import PLOTLY_JS
+    from adk_ray.service.driver import Request, execute_many, prepare_many
     from adk_ray.service.ray_options import RayOptions, check_reachable
+    from adk_ray.service.spec import expand_names
     from adk_ray.service.values import SpecError
 
-    req = Request(sweep=sweep, storage=storage or default_storage(), sets=tuple(sets), smoke=smoke,
-                  retry_failed=retry_failed)
     opts = ray_options or RayOptions()
     try:
-        prep = prepare(req)
+        names = expand_names([sweeps] if isinstance(sweeps, str) else list(sweeps))
+        if not names:
+            raise SpecError("no sweep named")
+        if plotly_js not in PLOTLY_JS:
+            raise SpecError(f"plotly_js {plotly_js!r} is not one of {', '.join(PLOTLY_JS)}")
+        reqs = [Request(sweep=n, storage=storage or default_storage(), sets=tuple(sets), smoke=smoke,
+                        retry_failed=retry_failed) for n in names]
+        preps = prepare_many(reqs)
         if dry_run:
-            return prep
+            return preps
         if trackers is not None:
+            if len(preps) > 1:
+                raise SpecError(f"--tracker logs one sweep at a time; {len(preps)} sweeps named")
             trackers.check()
         check_reachable(opts.address)
-        code = execute(prep, opts, req, trackers=trackers)
+        codes = execute_many(list(zip(preps, reqs)), opts, trackers=trackers, plotly_js=plotly_js)
     except SpecError as e:
         raise SweepError(str(e)) from None
-    return Outcome(code, prep.store.location)
+    return [Outcome(code, prep.store.location) for code, prep in zip(codes, preps)]
 
 
-def run_sweep(name_or_path: str, overrides: Mapping | Iterable[str] | None = None, storage: str | None = None,
+def run_sweep(name_or_path: str | Sequence[str], overrides: Mapping | Iterable[str] | None = None, storage: str | None = None,
               smoke: bool = False, address: str | None = None, *, retry_failed: bool = False,
               num_cpus: int | None = None, dashboard: bool = True, cpus_per_trial: float | None = None,
               max_concurrent: int | None = None, trackers: Iterable[str] = (),
               tracking_uri: str | None = None) -> pd.DataFrame:
     """Run a sweep as `python -m adk_ray.sweep` does and return its rows (docs/results.md) as a DataFrame.
 
-    name_or_path: a sweep name (sweeps/NAME.yaml) or a YAML path. overrides: `--set` as a dict
+    name_or_path: a sweep name (sweeps/NAME.yaml) or a YAML path; or several, and shell patterns
+    (`"mog_*"`), run in one Ray session: the rows of all of them (their `sweep` column tells them apart). overrides: `--set` as a dict
     (`{"beta": [1.0, 2.0], "seeds": 8}`; a list value becomes an axis) or "KEY=VALUE" strings.
     storage: where results go (`<storage>/<sweep>/`); default $ADK_RAY_STORAGE, else ./results.
     address: a Ray cluster; default $RAY_ADDRESS, else a cluster `ray start` left here, else an
     embedded one. The keyword-only options are the CLI's flags of the same names.
 
     Re-running resumes: finished trials are read back, not recomputed. Failed trials do not raise:
-    their rows carry status "error" and the message (`df.attrs["exit_code"]` is 1 then).
+    their rows carry status "error" and the message (`df.attrs["exit_code"]` is 1 then). With several
+    sweeps, `df.attrs["sweep"]` and `df.attrs["location"]` are lists, one entry per sweep.
     Raises SweepError (one line) for bad input, before anything is written.
     """
     from adk_ray.service.ray_options import RayOptions
@@ -106,9 +123,15 @@ def run_sweep(name_or_path: str, overrides: Mapping | Iterable[str] | None = Non
     opts = RayOptions(address=address, num_cpus=num_cpus, dashboard=dashboard, cpus_per_trial=cpus_per_trial,
                       max_concurrent=max_concurrent)
     chosen = Trackers(tuple(trackers), tracking_uri) if trackers else None
-    outcome = run(name_or_path, overrides_to_sets(overrides), storage, smoke, retry_failed, opts, chosen)
-    df = load_results(outcome.location)
-    df.attrs["exit_code"] = outcome.exit_code
+    outcomes = run(name_or_path, overrides_to_sets(overrides), storage, smoke, retry_failed, opts, chosen)
+    if len(outcomes) == 1:
+        df = load_results(outcomes[0].location)
+    else:
+        frames = [load_results(o.location) for o in outcomes]
+        df = pd.concat(frames, ignore_index=True, sort=False)
+        df.attrs.update(sweep=[f.attrs["sweep"] for f in frames], notices=[n for f in frames for n in f.attrs["notices"]],
+                        location=[o.location for o in outcomes])
+    df.attrs["exit_code"] = max(o.exit_code for o in outcomes)
     return df
 
 

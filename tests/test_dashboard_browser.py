@@ -19,6 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from adk_ray.dashboards import write_dashboard
+from adk_ray.dashboards.index import write_index
 from adk_ray.dashboards.synthetic import write_synthetic_results
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -104,6 +105,22 @@ def test_synthetic_mog_dashboard_in_chromium(browser, tmp_path):
         "return document.getElementById('fig-3').data.filter(t => t.visible === true).length")
     assert visible == 4 * 2 * 2  # panels × pipelines × (band, median)
     assert browser.execute_script("return window.__testErrors") == []
+
+
+def test_index_links_pages_that_share_one_plotly_js(browser, tmp_path):
+    """A gallery: two sweeps' pages load the one ../plotly.min.js and draw offline; the index links both."""
+    storage = tmp_path / "store"
+    for name in ("synthetic_ppo", "synthetic_dpo"):
+        write_dashboard(write_synthetic_results(str(storage / name), seeds=8, sweep=name), plotly_js="shared")
+    assert (storage / "plotly.min.js").stat().st_size > 1_000_000
+    assert all((storage / n / "dashboard.html").stat().st_size < 1_000_000 for n in ("synthetic_ppo", "synthetic_dpo"))
+    browser.get("file://" + write_index(str(storage)))
+    links = browser.execute_script("return Array.from(document.querySelectorAll('h2 a')).map(a => a.href)")
+    assert [link.split("/")[-2:] for link in links] == [["synthetic_dpo", "dashboard.html"],
+                                                       ["synthetic_ppo", "dashboard.html"]]
+    assert len(browser.find_elements("css selector", "table.glance")) == 2
+    info = open_dashboard(browser, links[1][len("file://"):], "dashboard_shared_plotly.png", tmp_path)
+    assert_clean(info, 5)
 
 
 def test_synthetic_llm_dashboard_in_chromium(browser, tmp_path):

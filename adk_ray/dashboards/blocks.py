@@ -29,27 +29,41 @@ def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["status"] == "ok"] if "status" in rows else rows
 
 
-def boxplot_sections(rows: pd.DataFrame, sweep: dict | None, figs, notices: list[str]) -> list[str]:
-    """The answer: 'at a glance' counts, then per swept axis its boxplots and table of medians."""
-    section_html, verdicts = [], []
+def comparisons(rows: pd.DataFrame, sweep: dict | None, notices: list[str]):
+    """Per boxplot section (one per swept axis): (section, summary, comparison, x order); summary and
+    comparison are None for a section with no finished final models yet."""
     for sec in plan_sections(sweep, rows):
         df = select_rows(sec, rows, notices)
         labels, order = x_labels(sec, df)
-        section_html.append(f"<h2>{escape(sec.title)}</h2>")
         if df.empty or not order:
-            section_html.append("<div class='notice'>No finished final models for this section yet.</div>")
+            yield sec, None, None, order
             continue
         summ = summarize(df, labels, order)
-        comp = compare(summ, order)
         if len(summ) and summ["n"].min() < 5:
             notices.append("Some boxes have fewer than 5 seeds: their bootstrap CIs are too coarse to read much into.")
-        verdicts.append((sec.title, comp))
+        yield sec, summ, compare(summ, order), order
+
+
+def verdicts(rows: pd.DataFrame, sweep: dict | None, notices: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(section title, comparison) of each section with data: what the 'At a glance' table counts."""
+    return [(sec.title, comp) for sec, _, comp, _ in comparisons(rows, sweep, notices) if comp is not None]
+
+
+def boxplot_sections(rows: pd.DataFrame, sweep: dict | None, figs, notices: list[str]) -> list[str]:
+    """The answer: 'at a glance' counts, then per swept axis its boxplots and table of medians."""
+    section_html, glance = [], []
+    for sec, summ, comp, order in comparisons(rows, sweep, notices):
+        section_html.append(f"<h2>{escape(sec.title)}</h2>")
+        if comp is None:
+            section_html.append("<div class='notice'>No finished final models for this section yet.</div>")
+            continue
+        glance.append((sec.title, comp))
         section_html.append(figs.html(section_figure(summ, order, axis_label(sec.axis))))
         section_html.append(fragments.comparison_table(comp, order, axis_label(sec.axis)))
     if not section_html:
         return ["<div class='notice'>No finished trials yet: boxplots appear as trials finish.</div>"]
-    glance = ["<h2>At a glance</h2>" + fragments.glance_table(verdicts)] if verdicts else []
-    return glance + section_html
+    top = ["<h2>At a glance</h2>" + fragments.glance_table(glance)] if glance else []
+    return top + section_html
 
 
 def learning_curves(rows: pd.DataFrame, figs, notices: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m adk_ray.sweep`: run a sweep file as Ray Tune trials into an Arrow dataset (docs/sweeps.md).
+"""`python -m adk_ray.sweep`: run sweep files as Ray Tune trials into Arrow datasets (docs/sweeps.md).
 
 A thin layer over adk_ray.api (`run`, which `adk_ray.run_sweep` also calls): it parses flags, prints the
 one-line SweepError and maps the outcome to an exit code.
@@ -13,7 +13,9 @@ import sys
 
 from adk_ray.api import STORAGE_ENV, SweepError, default_storage, run
 from adk_ray.service.ray_options import RayOptions
-from adk_ray.service.spec import hypothesis_of, list_sweeps
+from adk_ray.dashboards.page import PLOTLY_JS
+from adk_ray.service.spec import hypothesis_of, list_sweeps, load_spec
+from adk_ray.service.values import SpecError
 from adk_ray.service.trackers import TRACKERS, Trackers
 
 PROG = "python -m adk_ray.sweep"
@@ -22,6 +24,8 @@ EPILOG = """\
 examples:
   python -m adk_ray.sweep --list
   python -m adk_ray.sweep mog_ppo                                  # embedded local Ray
+  python -m adk_ray.sweep mog_ppo mog_dpo                          # two sweeps, one Ray session
+  python -m adk_ray.sweep 'mog_*'                                  # every MoG sweep (quote the pattern)
   python -m adk_ray.sweep mog_ppo --smoke --storage /tmp/results    # seconds, for a try-out
   python -m adk_ray.sweep mog_ppo --set beta=1.0,2.0 --set seeds=8
   python -m adk_ray.sweep mog_ppo --storage s3://bucket/results
@@ -33,6 +37,10 @@ examples:
 (seeds=3,5) names them. A KEY that is a grid axis gets its values replaced in every sub-grid; any
 other KEY with one value is a fixed setting; with several comma-separated values it becomes an axis.
 --set applies after --smoke, so it wins.
+
+Several NAMEs (or a shell pattern such as 'mog_*') run in one Ray session: one progress bar, the trials
+of all sweeps sharing the CPUs, each sweep writing <storage>/<NAME>/ as alone, then <storage>/index.html
+linking every sweep's dashboard. --set and --smoke apply to each.
 
 Re-running the same command resumes: trials whose data file exists are not recomputed.
 exit codes: 0 all trials ok, 1 some trial failed, 2 bad input (nothing written), 130 interrupted.
@@ -47,11 +55,12 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog=PROG, description="Run a sweep (sweeps/NAME.yaml or a YAML path) as Ray Tune "
+    p = _OneLineParser(prog=PROG, description="Run sweeps (sweeps/NAME.yaml or YAML paths) as Ray Tune "
                        "trials; results go to <storage>/<NAME>/ as Parquet (schema: docs/results.md).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", nargs="?", metavar="NAME", help="sweep name (see --list) or path to a .yaml file")
-    p.add_argument("--list", action="store_true", help="name the sweeps with their hypotheses and exit")
+    p.add_argument("sweeps", nargs="*", metavar="NAME", help="sweep name (see --list), path to a .yaml file, "
+                   "or a shell pattern ('mog_*'); several run in one Ray session")
+    p.add_argument("--list", action="store_true", help="name the sweeps, by world, with their hypotheses and exit")
     p.add_argument("--storage", default=None, metavar="PATH",
                    help=f"local path or URI pyarrow opens (s3://, gs://); default ${STORAGE_ENV}, else ./results")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -60,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shrink the sweep to seconds (2 seeds, short stages, <=2 values per axis)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the planned trials; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="also re-run trials that finished with an error")
+    p.add_argument("--plotly-js", choices=PLOTLY_JS, default="inline",
+                   help="dashboards embed plotly.js (inline, one 5 MB file each) or share <storage>/plotly.min.js")
     tr = p.add_argument_group("experiment trackers (Ray Tune's logger callbacks; docs/sweeps.md)")
     tr.add_argument("--tracker", dest="trackers", action="append", default=[], choices=list(TRACKERS),
                     help="log every trial's config, metrics and learning curves (repeatable); W&B runs offline")
@@ -95,10 +106,19 @@ def _positive(kind: type):
 
 
 def print_list() -> None:
-    sweeps = list_sweeps()
-    width = max((len(n) for n in sweeps), default=0)
-    for name, path in sweeps.items():
-        print(f"{name:<{width}}  {hypothesis_of(path.read_text()) or '(no hypothesis line)'}")
+    """Sweeps grouped by world (a file that does not parse is listed under `?` with its one-line error)."""
+    by_world: dict[str, list[tuple[str, str]]] = {}
+    for name, path in list_sweeps().items():
+        try:
+            world = load_spec(str(path)).world.name
+        except SpecError as e:
+            world = f"? ({e})"
+        by_world.setdefault(world, []).append((name, hypothesis_of(path.read_text()) or "(no hypothesis line)"))
+    width = max((len(n) for sweeps in by_world.values() for n, _ in sweeps), default=0)
+    for world, sweeps in by_world.items():
+        print(f"world {world}: {len(sweeps)} sweep(s)")
+        for name, hypothesis in sweeps:
+            print(f"  {name:<{width}}  {hypothesis}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print_list()
         return 0
-    if not args.sweep:
+    if not args.sweeps:
         print(f"{PROG}: error: a sweep NAME is required; valid sweeps: {', '.join(list_sweeps())}", file=sys.stderr)
         return 2
 
@@ -117,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                       cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
     trackers = Trackers(tuple(args.trackers), args.tracking_uri) if args.trackers else None
     try:
-        outcome = run(args.sweep, args.sets, args.storage or default_storage(), args.smoke, args.retry_failed,
-                      opts, trackers, dry_run=args.dry_run)
+        outcomes = run(args.sweeps, args.sets, args.storage or default_storage(), args.smoke, args.retry_failed,
+                       opts, trackers, dry_run=args.dry_run, plotly_js=args.plotly_js)
     except SweepError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -126,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     if args.dry_run:
-        prep = outcome
-        for t in prep.trials:
-            print(t.trial_id, " ".join(f"{k}={v}" for k, v in t.params.items()))
-        if prep.spec.search:
-            print(f"search: {prep.spec.search.num_samples} samples over {', '.join(prep.spec.search.space)}")
+        for prep in outcomes:
+            if len(outcomes) > 1:
+                print(f"# {prep.spec.name}")
+            for t in prep.trials:
+                print(t.trial_id, " ".join(f"{k}={v}" for k, v in t.params.items()))
+            if prep.spec.search:
+                print(f"search: {prep.spec.search.num_samples} samples over {', '.join(prep.spec.search.space)}")
         return 0
-    return outcome.exit_code
+    return max(o.exit_code for o in outcomes)

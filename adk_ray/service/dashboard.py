@@ -11,9 +11,11 @@ MIN_INTERVAL_S = 10.0
 
 
 class DashboardRefresher:
-    def __init__(self, location: str, min_interval: float = MIN_INTERVAL_S):
+    def __init__(self, location: str, min_interval: float = MIN_INTERVAL_S, plotly_js: str = "inline"):
         self.location = location
         """Results directory (path or URI) handed to write_dashboard."""
+        self.plotly_js = plotly_js
+        """write_dashboard's `plotly_js`: "inline" (one self-contained file) or "shared"."""
         self.min_interval = min_interval
         self.last = -float("inf")
         self.dirty = False
@@ -32,7 +34,7 @@ class DashboardRefresher:
         self.dirty, self.last = False, time.monotonic()
         try:
             from adk_ray.dashboards import write_dashboard
-            write_dashboard(self.location)
+            write_dashboard(self.location, plotly_js=self.plotly_js)
         except Exception as e:  # noqa: BLE001 - see module docstring
             message = f"{type(e).__name__}: {e}".splitlines()[0]
             if message not in self.warned:  # once per distinct problem, not once per trial

@@ -1,5 +1,5 @@
-"""The sweep's Tune callback: a tqdm bar of finished/total trials, error rows for trials that died
-outside the world (a killed worker, an OOM), and dashboard refreshes."""
+"""The sweeps' Tune callback: one tqdm bar of finished/total trials over every sweep of the command, error
+rows for trials that died outside the world (a killed worker, an OOM), and dashboard refreshes."""
 from __future__ import annotations
 
 import sys
@@ -12,50 +12,61 @@ from adk_ray.service.dashboard import DashboardRefresher
 
 
 class SweepProgress(tune.Callback):
-    def __init__(self, name: str, total: int, done: int, failed: int, dashboard: DashboardRefresher,
-                 on_crash: Callable[[dict, str], None]):
-        """`done`/`failed` count trials finished by an earlier run; `on_crash(trial_config, message)`
-        records a trial whose process failed before it could write its own rows."""
-        self.name, self.total, self.dashboard, self.on_crash = name, total, dashboard, on_crash
+    def __init__(self, desc: str, total: int, done: int, failed: int, dashboards: dict[str, DashboardRefresher],
+                 on_crash: Callable[[str, dict, str], None]):
+        """`done`/`failed` count trials finished by an earlier run; `dashboards` maps each sweep's name to
+        its page; `on_crash(sweep, trial_config, message)` records a trial whose process failed before it
+        could write its own rows. A grid trial names its sweep in its point (`config['trial']['sweep']`);
+        a search's trials carry only the searched fields, so they count for `current`, which the
+        driver sets before each search's Tuner. The bar lives across Tuners until `close`."""
+        self.desc, self.total, self.dashboards, self.on_crash = desc, total, dashboards, on_crash
         self.ok, self.failed = done - failed, failed
+        self.current = next(iter(dashboards), "")
         self.bar = None
 
     def setup(self, **info):
-        self.bar = tqdm(total=self.total, initial=self.ok + self.failed, desc=self.name, unit="trial",
-                        file=sys.stderr, dynamic_ncols=True)
-        self._postfix()
+        if self.bar is None:  # one bar for every Tuner of the command
+            self.bar = tqdm(total=self.total, initial=self.ok + self.failed, desc=self.desc, unit="trial",
+                            file=sys.stderr, dynamic_ncols=True)
+            self._postfix()
 
     def on_step(self, iteration, trials, **info):
-        self.dashboard.tick()
+        for dashboard in self.dashboards.values():
+            dashboard.tick()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if (trial.last_result or {}).get("status") == "error":
             self.failed += 1
         else:
             self.ok += 1
-        self._advance()
+        self._advance(trial)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """Tune restarts a trial whose process died (runner.TRIAL_RETRIES); said in one line."""
         error = str(trial.get_error() or "its process died").strip().splitlines() or ["its process died"]
-        tqdm.write(f"{self.name}: trial {trial} lost its process ({error[-1][:200]}); restarting it", file=sys.stderr)
+        tqdm.write(f"{self.sweep_of(trial)}: trial {trial} lost its process ({error[-1][:200]}); restarting it",
+                   file=sys.stderr)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = trial.get_error()
         lines = [ln for ln in str(error or "trial failed").strip().splitlines() if ln.strip()]
-        self.on_crash(trial.config, f"Tune trial failed: {lines[-1] if lines else 'unknown error'}")
+        self.on_crash(self.sweep_of(trial), trial.config, f"Tune trial failed: {lines[-1] if lines else 'unknown error'}")
         self.failed += 1
-        self._advance()
+        self._advance(trial)
 
-    def on_experiment_end(self, trials, **info):
+    def close(self):
         if self.bar is not None:
             self.bar.close()
 
-    def _advance(self):
+    def sweep_of(self, trial) -> str:
+        point = trial.config.get("trial")
+        return point["sweep"] if isinstance(point, dict) and "sweep" in point else self.current
+
+    def _advance(self, trial):
         if self.bar is not None:
             self._postfix(refresh=False)
             self.bar.update(1)
-        self.dashboard.mark()
+        self.dashboards[self.sweep_of(trial)].mark()
 
     def _postfix(self, refresh: bool = True):
         self.bar.set_postfix_str(f"done={self.ok} failed={self.failed}", refresh=refresh)
@@ -63,10 +74,10 @@ class SweepProgress(tune.Callback):
 
 def point_name(point: dict) -> str:
     """A grid trial's readable name, its grid point: `beta=0.5,iterations=300` (the full config and the
-    trial id, which ride along in the point, are left out; tuples print as `15/30`)."""
+    trial id and the sweep's name, which ride along in the point, are left out; tuples print as `15/30`)."""
     def text(v) -> str:
         return "/".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-    shown = {k: v for k, v in point.items() if k not in ("trial_id", "config")}
+    shown = {k: v for k, v in point.items() if k not in ("trial_id", "config", "sweep")}
     return ",".join(f"{k}={text(v)}" for k, v in shown.items()) or point.get("trial_id", "trial")
 
 

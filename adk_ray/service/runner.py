@@ -87,17 +87,26 @@ def disconnect() -> None:
         ray.shutdown()
 
 
-def run_grid(trials: list[PlannedTrial], ctx: TrialContext, opts: RayOptions, callbacks: list) -> None:
+def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOptions, callbacks: list) -> None:
+    """The grid trials of one or more sweeps (of one world) in one Tuner: `parts` pairs each sweep's
+    context with its pending trials, so the trials of every sweep share the cluster from start to end."""
     # Longest first (Tune starts grid points in list order): the one 3000-step trial of an iteration
     # sweep otherwise starts last and runs alone while the other CPUs idle.
-    trials = sorted(trials, key=lambda t: -max(t.config.iterations) * len(t.config.seeds))
-    configs = {t.trial_id: dataclasses.asdict(t.config) for t in trials}
-    trainable = tune.with_parameters(grid_trial, ctx=ctx, configs=configs)
+    trials = sorted(((ctx, t) for ctx, ts in parts for t in ts),
+                    key=lambda ct: -max(ct[1].config.iterations) * len(ct[1].config.seeds))
+    ctxs = {ctx.meta.sweep: ctx for ctx, _ in parts}
+    configs = {name: {} for name in ctxs}
+    for ctx, t in trials:
+        configs[ctx.meta.sweep][t.trial_id] = dataclasses.asdict(t.config)
+    trainable = tune.with_parameters(grid_trial, ctxs=ctxs, configs=configs)
     # The full config rides along in the point so that trackers log it as the trial's parameters.
-    points = [{"trial_id": t.trial_id, **t.params, "config": configs[t.trial_id]} for t in trials]
+    points = [{"sweep": ctx.meta.sweep, "trial_id": t.trial_id, **t.params,
+               "config": configs[ctx.meta.sweep][t.trial_id]} for ctx, t in trials]
+    name = next(iter(ctxs)) if len(ctxs) == 1 else "sweeps"
     _fit(trainable, {"trial": tune.grid_search(points)}, tune.TuneConfig(
-        max_concurrent_trials=opts.max_concurrent, trial_name_creator=_grid_name,
-        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, callbacks)
+        max_concurrent_trials=opts.max_concurrent,
+        trial_name_creator=lambda trial: _grid_name(trial, with_sweep=len(ctxs) > 1),
+        trial_dirname_creator=lambda trial: trial.trial_id), name, opts, callbacks)
 
 
 def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: TrialContext,
@@ -105,25 +114,27 @@ def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: 
     trainable = tune.with_parameters(search_trial, ctx=ctx, base=base, search=search)
     _fit(trainable, {}, tune.TuneConfig(
         search_alg=searcher, num_samples=num_samples, max_concurrent_trials=opts.max_concurrent,
-        trial_dirname_creator=lambda trial: trial.trial_id), ctx, opts, callbacks)
+        trial_dirname_creator=lambda trial: trial.trial_id), ctx.meta.sweep, opts, callbacks)
 
 
-def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, ctx: TrialContext, opts: RayOptions,
+def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, name: str, opts: RayOptions,
          callbacks: list) -> None:
-    tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{ctx.meta.sweep}_")
+    tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{name}_")
     try:
         tuner = tune.Tuner(
             tune.with_resources(named_trainable(trainable), opts.trial_resources()),
             param_space=param_space, tune_config=tune_config,
-            run_config=tune.RunConfig(name=ctx.meta.sweep, storage_path=tune_dir, verbose=0, callbacks=callbacks,
+            run_config=tune.RunConfig(name=name, storage_path=tune_dir, verbose=0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
         tuner.fit()
     finally:
         shutil.rmtree(tune_dir, ignore_errors=True)
 
 
-def _grid_name(trial) -> str:
-    """The grid point, e.g. `beta=0.5,iterations=300` (Tune's tables, the Ray dashboard's actor list)."""
+def _grid_name(trial, with_sweep: bool = False) -> str:
+    """The grid point, e.g. `beta=0.5,iterations=300` (Tune's tables, the Ray dashboard's actor list),
+    after its sweep's name (`mog_ppo:beta=0.5,...`) when one Tuner runs several sweeps."""
     from adk_ray.service.progress import point_name
-    return point_name(trial.config["trial"])
+    point = trial.config["trial"]
+    return (f"{point['sweep']}:" if with_sweep else "") + point_name(point)
 

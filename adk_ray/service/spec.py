@@ -5,6 +5,7 @@ written, and reported as one SpecError line that names the problem and the valid
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
@@ -138,6 +139,22 @@ def resolve(name_or_path: str) -> Path:
         return known[name_or_path]
     raise SpecError(f"unknown sweep {name_or_path!r}; valid sweeps: {', '.join(known) or '(none found)'}"
                     " (or pass a path to a .yaml file)")
+
+
+def expand_names(names: list[str]) -> list[str]:
+    """Sweep names and paths with shell-style patterns (`'mog_*'`) replaced by the sweeps they match,
+    in order, each once; a pattern that matches no sweep is a SpecError naming the valid ones."""
+    out: list[str] = []
+    for name in names:
+        if any(c in name for c in "*?[") and not Path(name).suffix:
+            known = list_sweeps()
+            matched = fnmatch.filter(known, name)
+            if not matched:
+                raise SpecError(f"no sweep matches {name!r}; valid sweeps: {', '.join(known) or '(none found)'}")
+            out.extend(matched)
+        else:
+            out.append(name)
+    return list(dict.fromkeys(out))
 
 
 def hypothesis_of(text: str) -> str:

@@ -14,9 +14,12 @@ from adk_ray.service.spec import SearchSpec
 from adk_ray.service.trackers import curve_results, final_metrics, metric_columns
 
 
-def grid_trial(config: dict, *, ctx: TrialContext, configs: dict[str, dict]) -> None:
-    """`config['trial']['trial_id']` names one of the planned trials in `configs`."""
-    cfg = ctx.meta.world.config.from_dict(configs[config["trial"]["trial_id"]])
+def grid_trial(config: dict, *, ctxs: dict[str, TrialContext], configs: dict[str, dict[str, dict]]) -> None:
+    """`config['trial']` names its sweep (a key of `ctxs` and `configs`: one Tuner may run the grids of
+    several sweeps) and one of that sweep's planned trials, `configs[sweep][trial_id]`."""
+    point = config["trial"]
+    ctx = ctxs[point["sweep"]]
+    cfg = ctx.meta.world.config.from_dict(configs[point["sweep"]][point["trial_id"]])
     _report(run_and_store(cfg, ctx), ctx, {})
 
 

@@ -76,8 +76,9 @@ MOG = World(
     smoke=SmokeRules(seeds=2, max_iterations=30, caps={
         "sft_iterations": 60, "kd_iterations": 60, "eval_samples": 512, "dpo_offline_pairs": 512,
         "eval_every": 10}),  # eval_every 10: a 30-step run still draws a curve
-    # single-threaded trials, as many at once as CPUs; one cache per sweep (<storage>/<sweep>/cache)
-    cpus_per_trial=1.0, max_concurrent=None, cache="{sweep}/cache")
+    # single-threaded trials, as many at once as CPUs; every MoG sweep of one storage shares one cache
+    # (<storage>/mog_cache: its keys name everything a stage reads, so mog_ppo's p' serves mog_dpo too)
+    cpus_per_trial=1.0, max_concurrent=None, cache="mog_cache")
 
 LLM = World(
     name="llm", config=LLMTrialConfig, run=_run_llm,

@@ -13,6 +13,13 @@ HIT_FRACTION = 0.5
 """A sample 'hits' the target when R(x) exceeds half the maximum reward (within ~0.6 of a centre)."""
 
 
+def _rounded(z: np.ndarray, digits: int = 4) -> np.ndarray:
+    """z to `digits` significant digits of its maximum: what a colour scale and a 3-digit hover show,
+    at a fifth of the page's bytes (a 121×121 grid per panel is written out as JSON numbers)."""
+    top = float(np.nanmax(np.abs(z))) if z.size else 0.0
+    return z if top <= 0 or not np.isfinite(top) else z.round(digits - 1 - int(np.floor(np.log10(top))))
+
+
 def density_figure(p_prime: Mixture | None, p_dprime: Mixture | None, geometry: Geometry,
                    titles: tuple[str, str, str] = ("p* (ground truth)", "p′ (high recall, A-K reference)",
                                                    "p″ (low recall, K-A reference)")) -> Grid:
@@ -27,7 +34,7 @@ def density_figure(p_prime: Mixture | None, p_dprime: Mixture | None, geometry: 
             continue
         # Each panel on its own colour scale (as the paper draws them); the × sizes carry the weights.
         t, z = density_grid(mix)
-        fig.add({"type": "heatmap", "x": t, "y": t, "z": z, "colorscale": "Viridis", "showscale": False,
+        fig.add({"type": "heatmap", "x": t.round(3), "y": t.round(3), "z": _rounded(z), "colorscale": "Viridis", "showscale": False,
                  "zsmooth": "best",
                  "hovertemplate": "x=%{x:.2f}, y=%{y:.2f}<br>q=%{z:.3f}<extra></extra>"}, 1, col)
         # Component means, sized by weight: which modes a model dropped is then obvious.

@@ -1,0 +1,110 @@
+"""Several sweeps in one command: one Ray session, the MoG stage cache shared by the storage, the index
+page; --list by world; a bad name among good ones stops everything before anything is written."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from adk_ray.service.cli import main
+from adk_ray.service.execute import TrialContext, cache_dir_for, run_and_store
+from adk_ray.service.rows import TrialMeta
+from adk_ray.service.spec import list_sweeps, load_spec
+from adk_ray.service.store import ResultStore
+from adk_ray.service.worlds import MOG
+from adk_ray.worlds.mog.config import MoGTrialConfig
+
+from conftest import read_rows
+
+# One trial per sweep: β and iterations replaced in every sub-grid, which then merge.
+TINY = ("--smoke", "--set", "beta=1.0", "--set", "iterations=20")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cache_files(storage) -> dict[str, tuple[int, int]]:
+    d = os.path.join(storage, "mog_cache")
+    return {f: (os.stat(os.path.join(d, f)).st_ino, os.stat(os.path.join(d, f)).st_mtime_ns)
+            for f in os.listdir(d) if f.endswith(".pt")}
+
+
+def test_two_sweeps_in_one_session(run_sweep, tmp_path):
+    storage = tmp_path / "results"
+    proc = run_sweep("mog_ppo", "mog_dpo", *TINY, "--storage", str(storage))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 sweeps:" in proc.stderr and "2/2" in proc.stderr  # one bar (one Tune run) over both sweeps' trials
+    for name, algorithm in (("mog_ppo", "ppo"), ("mog_dpo", "dpo_online")):
+        rows = read_rows(storage / name)
+        assert set(rows["sweep"]) == {name} and set(rows["algorithm"]) == {algorithm}
+        assert (rows["status"] == "ok").all() and (rows["stage"] == "final").any()
+        assert (storage / name / "dashboard.html").exists()
+    index = (storage / "index.html").read_text()
+    for name in ("mog_ppo", "mog_dpo"):
+        assert f"href='{name}/dashboard.html'" in index
+        assert load_spec(name).hypothesis in index
+    assert index.count("class='glance'") == 2
+    # both sweeps' p' (2 seeds) and p'' (2 seeds, one β_KD) in the storage's one cache, once each
+    assert len(cache_files(storage)) == 4
+    assert not any((storage / name / "cache").exists() for name in ("mog_ppo", "mog_dpo"))
+
+
+def test_second_sweep_reuses_the_first_ones_stages(tmp_path):
+    """Another sweep with the same references loads them from the storage's cache: no file rewritten."""
+    cfg = MoGTrialConfig(algorithm="ppo", beta=1.0, iterations=(5,), seeds=(0, 1), sft_iterations=20,
+                         kd_iterations=20, eval_samples=256, eval_every=5)
+    storage = str(tmp_path)
+
+    def run(sweep: str, c: MoGTrialConfig) -> pd.DataFrame:
+        ctx = TrialContext(storage=storage, meta=TrialMeta(sweep=sweep, code_version="test", world=MOG))
+        return run_and_store(c, ctx).to_pandas()
+
+    assert cache_dir_for(ResultStore(storage, "a"), MOG) == cache_dir_for(ResultStore(storage, "b"), MOG)
+    first = run("a", cfg)
+    before = cache_files(storage)
+    second = run("b", cfg.replace(algorithm="dpo_online"))
+    assert cache_files(storage) == before and len(before) == 4  # same files, same inodes and times
+    p_prime = lambda df: df[df["stage"] == "p_prime"].sort_values(["pipeline", "seed"])["target_precision"]  # noqa: E731
+    assert p_prime(first).tolist() == p_prime(second).tolist()
+    assert (first["status"] == "ok").all() and (second["status"] == "ok").all()
+
+
+def test_list_groups_sweeps_by_world(capsys):
+    code, out, _ = run_cli(capsys, "--list")
+    assert code == 0
+    groups: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if line.startswith("world "):
+            world = line.split()[1].rstrip(":")
+            groups[world] = []
+        else:
+            groups[world].append(line.split()[0])
+    assert set(groups) == {"mog", "llm"}
+    for world, names in groups.items():
+        assert names and all(load_spec(n).world.name == world for n in names)
+    assert sorted(n for ns in groups.values() for n in ns) == sorted(list_sweeps())
+
+
+def test_pattern_names_every_mog_sweep(capsys):
+    code, out, _ = run_cli(capsys, "mog_*", "--dry-run")
+    assert code == 0
+    named = [ln[2:] for ln in out.splitlines() if ln.startswith("# ")]
+    assert named == sorted(n for n in list_sweeps() if n.startswith("mog_"))
+
+
+def test_an_unknown_name_among_good_ones_writes_nothing(tmp_path, capsys):
+    for argv, expected in ((("mog_ppo", "nope"), "unknown sweep 'nope'"),
+                           (("mog_ppo", "mog_zz*"), "no sweep matches 'mog_zz*'")):
+        storage = tmp_path / "results"
+        code, _, err = run_cli(capsys, *argv, "--storage", str(storage))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert expected in err
+        assert not storage.exists()
+
+
+def test_trackers_take_one_sweep(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "mog_ppo", "mog_dpo", "--tracker", "tensorboard", "--storage", str(tmp_path / "r"))
+    assert code == 2 and "one sweep at a time" in err and not (tmp_path / "r").exists()
