@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from adk_ray.dashboards import write_dashboard
@@ -53,10 +54,17 @@ def browser(tmp_path):
 def open_dashboard(driver, path: str, shot: str, tmp_path) -> dict:
     """Load the page, wait for every figure to draw, collect errors and per-figure trace counts."""
     driver.get("file://" + os.path.abspath(path))
-    expected = driver.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
-    WebDriverWait(driver, 120).until(lambda d: d.execute_script(
-        "return document.readyState === 'complete' && "
-        "document.querySelectorAll('.js-plotly-plot').length === arguments[0]", expected))
+    # Counted inside the wait, not once after get(): chromedriver can return before the body is parsed, and
+    # a count of 0 taken then never matched (seen once in 6 runs).
+    state = ("return [document.readyState, document.querySelectorAll('.plotly-graph-div').length, "
+             "document.querySelectorAll('.js-plotly-plot').length]")
+    try:
+        WebDriverWait(driver, 120).until(lambda d: (lambda st: st[0] == "complete" and 0 < st[1] == st[2])(
+            d.execute_script(state)))
+    except TimeoutException:
+        raise AssertionError(f"{path}: [readyState, figures, figures drawn] = {driver.execute_script(state)} after "
+                             f"120 s; errors {driver.execute_script('return window.__testErrors || []')}; "
+                             f"browser log {driver.get_log('browser')[:5]}") from None
     info = driver.execute_script("""
         const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
         return {divs: document.querySelectorAll('.plotly-graph-div').length,

@@ -39,7 +39,7 @@ def test_rayjob_entrypoint_is_a_valid_sweep_command():
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "adk_ray.sweep"]
     args = build_parser().parse_args(argv[3:])
-    assert args.sweep == "mog_ppo" and args.sweep in list_sweeps()
+    assert args.sweeps == ["mog_ppo"] and args.sweeps[0] in list_sweeps()
     assert args.storage.startswith("s3://")
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["rayVersion"] == "2.60.0"
