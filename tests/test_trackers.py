@@ -67,9 +67,9 @@ def _dashboard_shows_trials(url: str, env: dict, shot) -> list[str]:
 
 
 def test_mlflow_runs_and_the_ray_dashboard(ray_env, tmp_path):
-    # The embedded cluster with its dashboard (no --no-dashboard); 100 iterations keep trials up long
-    # enough for the browser to see them running.
-    cmd = [sys.executable, "-m", "adk_ray.sweep", "mog_ppo", "--smoke", "--set", "iterations=100", "--storage",
+    # The embedded cluster with its dashboard (no --no-dashboard); 1500 iterations keep trials up long
+    # enough (about 10 s each on a quiet machine) for the browser to log in and see them running.
+    cmd = [sys.executable, "-m", "adk_ray.sweep", "mog_ppo", "--smoke", "--set", "iterations=1500", "--storage",
            str(tmp_path), "--tracker", "mlflow", "--num-cpus", "2"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ray_env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -86,7 +86,7 @@ def test_mlflow_runs_and_the_ray_dashboard(ray_env, tmp_path):
         assert dashboard.group(2).strip() == "(token: `ray get-auth-token`)"  # Ray 2.60 local: token auth
         if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
             seen = _dashboard_shows_trials(dashboard.group(1), ray_env, tmp_path / "ray_dashboard.png")
-            assert set(seen) <= {"beta=0.05,iterations=100", "beta=0.1,iterations=100", "beta=1.0,iterations=50/100"}
+            assert set(seen) <= {"beta=0.05,iterations=1500", "beta=0.1,iterations=1500", "beta=1.0,iterations=1500"}
             if os.environ.get("ADK_RAY_UPDATE_DOCS") == "1":
                 shutil.copy(tmp_path / "ray_dashboard.png", SHOT)
         assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
