@@ -7,7 +7,7 @@ import sys
 import time
 
 from adk_ray.dashboards import write_dashboard
-from adk_ray.dashboards.index import sweep_dirs, write_index
+from adk_ray.dashboards.index import sweep_dirs, under, write_index
 from adk_ray.dashboards.page import PLOTLY_JS
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     sweeps = sweep_dirs(args.results_dir)
     if sweeps and not args.out:  # a storage root: its sweeps' folders hold sweep.json, it holds none itself
         for name in sweeps:
-            write_dashboard(args.results_dir.rstrip("/") + "/" + name, plotly_js=args.plotly_js)
+            write_dashboard(under(args.results_dir, name), plotly_js=args.plotly_js)
         path = write_index(args.results_dir)
         print(f"wrote {len(sweeps)} dashboards and {path} in {time.perf_counter() - t:.2f}s")
         return 0

@@ -27,13 +27,14 @@ def sweep_dirs(storage: str) -> list[str]:
     return sorted(n for n in names if fs.get_file_info(posixpath.join(root, n, "sweep.json")).type == pafs.FileType.File)
 
 
-def _join(storage: str, name: str) -> str:
+def under(storage: str, name: str) -> str:
+    """`<storage>/<name>`, a path or URI (a sweep's folder, as the results store names it, or a file)."""
     return storage.rstrip("/") + "/" + name
 
 
 def sweep_entry(storage: str, name: str) -> str:
     """One sweep's part of the index: its name (a link to its dashboard), hypothesis, counts, verdicts."""
-    res = load_results(_join(storage, name))
+    res = load_results(under(storage, name))
     sweep = res.sweep or {}
     notices: list[str] = []
     c = trial_counts(res.rows, res.sweep)
@@ -71,4 +72,4 @@ def write_index(storage: str) -> str:
     fs, root = open_storage(storage)
     path = posixpath.join(root, INDEX)
     atomic_write(path, lambda f: f.write(data), fs)
-    return _join(storage, INDEX) if "://" in storage else path
+    return under(storage, INDEX) if "://" in storage else path

@@ -229,7 +229,7 @@ def _progress(runs: list[_Run], dashboards: dict[str, DashboardRefresher]):
         if spec.search:
             cfg = spec.world.config.from_dict({**dataclasses.asdict(check_base(spec)), **trial_config})
         else:
-            cfg = next(t.config for t in r.prep.trials if t.trial_id == trial_config["trial"]["trial_id"])
+            cfg = spec.world.config.from_dict(trial_config["trial"]["config"])
         if trial_id_of(cfg) not in store.finished_ids():
             store.write_trial(trial_id_of(cfg), error_table(cfg, r.ctx.meta, message, None), None)
 

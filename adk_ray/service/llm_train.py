@@ -303,7 +303,7 @@ def train_students_worker(config: dict) -> None:
                     "tokens_per_step": s.per_device_batch * world * sequence_width(preset, vocab),
                     "steps_seconds": time.perf_counter() - t_steps, "wall_seconds": time.perf_counter() - t0}
 
-        def on_step(step: int, loss, lr: float) -> None:
+        def on_step(step: int, loss, lr: float, engine=engine) -> None:
             if s.checkpoint_every and step % s.checkpoint_every == 0 and step < total:
                 with tempfile.TemporaryDirectory() as d:
                     engine.save(d, {"step": step})
@@ -322,4 +322,4 @@ def train_students_worker(config: dict) -> None:
             write_train_info(job.out_dir, {**final, "world_size": world,
                                            "engine": f"deepspeed-zero{s.zero_stage}"})
         ray.train.report(final)                          # a barrier: the model is on disk for every rank
-        del engine
+        del engine, on_step                              # on_step holds the engine too

@@ -95,13 +95,11 @@ def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOpti
     trials = sorted(((ctx, t) for ctx, ts in parts for t in ts),
                     key=lambda ct: -max(ct[1].config.iterations) * len(ct[1].config.seeds))
     ctxs = {ctx.meta.sweep: ctx for ctx, _ in parts}
-    configs = {name: {} for name in ctxs}
-    for ctx, t in trials:
-        configs[ctx.meta.sweep][t.trial_id] = dataclasses.asdict(t.config)
-    trainable = tune.with_parameters(grid_trial, ctxs=ctxs, configs=configs)
-    # The full config rides along in the point so that trackers log it as the trial's parameters.
+    trainable = tune.with_parameters(grid_trial, ctxs=ctxs)
+    # The full config rides along in the point: the trial builds its config from it, and trackers log it
+    # as the trial's parameters.
     points = [{"sweep": ctx.meta.sweep, "trial_id": t.trial_id, **t.params,
-               "config": configs[ctx.meta.sweep][t.trial_id]} for ctx, t in trials]
+               "config": dataclasses.asdict(t.config)} for ctx, t in trials]
     name = next(iter(ctxs)) if len(ctxs) == 1 else "sweeps"
     _fit(trainable, {"trial": tune.grid_search(points)}, tune.TuneConfig(
         max_concurrent_trials=opts.max_concurrent,

@@ -14,12 +14,12 @@ from adk_ray.service.spec import SearchSpec
 from adk_ray.service.trackers import curve_results, final_metrics, metric_columns
 
 
-def grid_trial(config: dict, *, ctxs: dict[str, TrialContext], configs: dict[str, dict[str, dict]]) -> None:
-    """`config['trial']` names its sweep (a key of `ctxs` and `configs`: one Tuner may run the grids of
-    several sweeps) and one of that sweep's planned trials, `configs[sweep][trial_id]`."""
+def grid_trial(config: dict, *, ctxs: dict[str, TrialContext]) -> None:
+    """`config['trial']` is a grid point: its sweep (a key of `ctxs`: one Tuner may run the grids of several
+    sweeps) and the full trial config (`runner.run_grid`)."""
     point = config["trial"]
     ctx = ctxs[point["sweep"]]
-    cfg = ctx.meta.world.config.from_dict(configs[point["sweep"]][point["trial_id"]])
+    cfg = ctx.meta.world.config.from_dict(point["config"])
     _report(run_and_store(cfg, ctx), ctx, {})
 
 
