@@ -12,16 +12,16 @@ A finished set has `dataset.json` (its metadata and row count), written last by 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import posixpath
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from adk_ray.storage import write_json
+from adk_ray import storage
 
 META_KEY = b"adk_ray"
 DONE = "dataset.json"
@@ -55,41 +55,69 @@ def to_arrow(sequences: list[np.ndarray], chunks: list[int], rows: list[int], me
     return pa.Table.from_arrays([tokens, pa.array(chunks, pa.int32()), pa.array(rows, pa.int32())], schema=schema)
 
 
+def part_name(chunk: int) -> str:
+    """The part file of sampling chunk `chunk` (one part per chunk, so a re-run redoes at most the chunks
+    that have no part yet)."""
+    return f"part-{int(chunk):06d}"
+
+
 def write_part(directory: str, name: str, sequences: list[np.ndarray], chunks: list[int], rows: list[int],
                meta: dict) -> str:
-    """One part file `<directory>/<name>.parquet`, written atomically (temp file + rename)."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{name}.parquet")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    pq.write_table(to_arrow(sequences, chunks, rows, meta), tmp)
-    os.replace(tmp, path)
-    return path
+    """One part file `<directory>/<name>.parquet` (a local path or a URI), written atomically (temp file +
+    move; on object storage one PUT)."""
+    fs, path = storage.resolve(storage.join(directory, f"{name}.parquet"))
+    table = to_arrow(sequences, chunks, rows, meta)
+    storage.atomic_write(path, lambda out: pq.write_table(table, out), fs)
+    return storage.join(directory, f"{name}.parquet")
 
 
 def part_files(directory: str) -> list[str]:
-    """The set's Parquet parts (temp files and dataset.json excluded), sorted."""
-    return sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".parquet"))
+    """The set's Parquet parts as paths inside `filesystem(directory)` (temp files and dataset.json
+    excluded), sorted: (chunk, row) order when each part holds one chunk or a contiguous run of them."""
+    fs, path = storage.resolve(directory)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                  and not i.base_name.startswith("."))
+
+
+def filesystem(directory: str) -> pafs.FileSystem:
+    return storage.resolve(directory)[0]
+
+
+def finished_chunks(directory: str) -> set[int]:
+    """Chunks that already have their part (`part_name`); a re-run of a sampling stage skips them."""
+    names = {posixpath.basename(f) for f in part_files(directory)}
+    out = set()
+    for name in names:
+        stem = name[:-len(".parquet")]
+        if stem.startswith("part-") and stem[5:].isdigit() and len(stem) == 11:
+            out.add(int(stem[5:]))
+    return out
 
 
 def open_dataset(directory: str) -> pads.Dataset:
-    """The set as a pyarrow Dataset."""
-    return pads.dataset(part_files(directory), format="parquet")
+    """The set as a pyarrow Dataset (on the set's own filesystem)."""
+    return pads.dataset(part_files(directory), format="parquet", filesystem=filesystem(directory))
 
 
 def finish_dataset(directory: str, meta: dict) -> None:
     """Mark a set complete (all parts written): dataset.json with its metadata and row count."""
     n = open_dataset(directory).count_rows()
-    write_json(os.path.join(directory, DONE), {**meta, "num_rows": n})
+    storage.write_json_at(storage.join(directory, DONE), {**meta, "num_rows": n})
 
 
 def is_finished(directory: str) -> bool:
-    return os.path.exists(os.path.join(directory, DONE))
+    return storage.exists(storage.join(directory, DONE))
+
+
+def num_rows(directory: str) -> int:
+    """Sequences in a finished set (from dataset.json: no part is opened)."""
+    return int(storage.read_json_at(storage.join(directory, DONE))["num_rows"])
 
 
 def read_meta(directory: str) -> dict:
     """The metadata stored in the set's Parquet schema."""
-    raw = pq.read_schema(part_files(directory)[0]).metadata or {}
+    raw = pq.read_schema(part_files(directory)[0], filesystem=filesystem(directory)).metadata or {}
     return json.loads(raw[META_KEY]) if META_KEY in raw else {}
 
 
@@ -102,10 +130,9 @@ def head_sequences(directory: str, k: int) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.int32) for x in table.column("tokens").to_pylist()]
 
 
-def read_tokens(directory: str, pad_id: int, width: int | None = None) -> TokenSet:
-    """The whole set, ordered by (chunk, row), right-padded with `pad_id` to `width` (default: longest)."""
-    table = open_dataset(directory).to_table().sort_by([("chunk", "ascending"),
-                                                                         ("row", "ascending")])
+def pad_batch(table: pa.Table, pad_id: int, width: int | None = None) -> TokenSet:
+    """Rows of a table with a `tokens` column, right-padded with `pad_id` to `width` (default: longest):
+    one batch's worth, so memory follows the batch, never the set."""
     col = table.column("tokens").combine_chunks()
     offsets = col.offsets.to_numpy()
     values = col.values.to_numpy(zero_copy_only=False)
@@ -116,4 +143,21 @@ def read_tokens(directory: str, pad_id: int, width: int | None = None) -> TokenS
     tokens = np.full((len(lengths), width), pad_id, dtype=np.int32)
     mask = np.arange(width)[None, :] < lengths[:, None]
     tokens[mask] = values[offsets[0]:offsets[-1]]
-    return TokenSet(tokens, lengths, read_meta(directory))
+    return TokenSet(tokens, lengths, {})
+
+
+def iter_parts(directory: str, columns: list[str] | None = None):
+    """The set's parts one at a time as Arrow tables, in (chunk, row) order: a stream whose memory is one
+    part (one sampling chunk), however large the set."""
+    fs = filesystem(directory)
+    for path in part_files(directory):
+        table = pq.read_table(path, filesystem=fs, columns=columns)
+        yield table.sort_by([("chunk", "ascending"), ("row", "ascending")])
+
+
+def read_tokens(directory: str, pad_id: int, width: int | None = None) -> TokenSet:
+    """The whole set in memory, ordered by (chunk, row), right-padded: for small sets only (the aligners'
+    offline pairs, tests); training and scoring stream the set part by part (`iter_parts`)."""
+    table = open_dataset(directory).to_table().sort_by([("chunk", "ascending"), ("row", "ascending")])
+    out = pad_batch(table, pad_id, width)
+    return TokenSet(out.tokens, out.lengths, read_meta(directory))
