@@ -126,6 +126,11 @@ def join(location: str, *parts: str) -> str:
     return posixpath.join(location, *parts) if is_uri(location) else os.path.join(location, *parts)
 
 
+def canonical(location: str) -> str:
+    """The same location written one way on every node: URIs as given, local paths absolute."""
+    return location if is_uri(location) else os.path.abspath(os.path.expanduser(location))
+
+
 def basename(location: str) -> str:
     return posixpath.basename(location.rstrip("/")) if is_uri(location) else os.path.basename(
         os.path.normpath(location))

@@ -136,11 +136,12 @@ def ray_head(base_env: dict, logs: Path, num_cpus: int = 1, extra_env: dict | No
 
 
 @contextlib.contextmanager
-def ray_node(head: RayHead, logs: Path, num_cpus: int = 1, name: str = "node2"):
+def ray_node(head: RayHead, logs: Path, num_cpus: int = 1, name: str = "node2", extra_env: dict | None = None):
     """A second node of `head`'s cluster (started with multi_node=True) on 127.0.0.2; yields its `ray start --block` process, whose
-    group holds the node's raylet and workers (so `stop_group(proc, signal.SIGKILL)` loses the node)."""
+    group holds the node's raylet and workers (so `stop_group(proc, signal.SIGKILL)` loses the node).
+    `extra_env` is added to the node's environment (its workers inherit it)."""
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in head.env, "start the head with multi_node=True"
-    env = head.env
+    env = {**head.env, **(extra_env or {})}
     log = logs / f"ray_{name}.log"
     low = 30000 + secrets.randbelow(20000)
     proc = start_group(

@@ -48,7 +48,7 @@ def models(tmp_path_factory):
                         {"role": "p_target", "model_id": "tiny/p_target/test", "preset": "tiny"})
     pairs = str(root / "pairs")
     n, max_new = 2 * SMALL.align.dpo.offline_pairs + 4, SMALL.align.max_new_tokens
-    sample_shard(policy, pairs, "part-00000", VOCAB, [0], n, n, max_new, 1.0, 1.0, seed=11)
+    sample_shard(policy, pairs, VOCAB, [0], n, n, max_new, 1.0, 1.0, seed=11)
     token_data.finish_dataset(pairs, dataset_meta(policy, VOCAB, n, 1.0, 1.0, 11, max_new, n))
     return {"policy": policy, "target": target, "pairs": pairs, "root": root}
 

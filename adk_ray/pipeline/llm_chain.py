@@ -18,9 +18,7 @@ both pipelines over them.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
+import io
 import time
 import zlib
 from typing import Callable, Protocol
@@ -29,11 +27,11 @@ import numpy as np
 
 from adk_ray.columns import PIPELINES
 from adk_ray.pipeline.cache import stage_key
-from adk_ray.storage import write_json
+from adk_ray import storage
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
-from adk_ray.worlds.llm.models import Vocab, resolve_vocab
+from adk_ray.worlds.llm.models import MODEL_INFO, Vocab, resolve_vocab
 from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec, get_preset
 from adk_ray.worlds.llm.backends import LocalBackend, TrainJob, is_trained, materialize
 
@@ -78,8 +76,7 @@ class Chain:
 
     def __init__(self, preset: LLMPreset, seed: int, workdir: str, backend: Backend | None = None,
                  vocab: Vocab | None = None, progress: Progress = None):
-        self.preset, self.seed, self.workdir = preset, int(seed), os.path.abspath(workdir)
-        os.makedirs(self.workdir, exist_ok=True)
+        self.preset, self.seed, self.workdir = preset, int(seed), storage.canonical(workdir)
         self.vocab = vocab or load_or_resolve_vocab(preset, self.workdir)
         self.backend = backend or LocalBackend()
         self.progress = progress or (lambda msg: None)
@@ -100,8 +97,8 @@ class Chain:
         spec = self.preset.truth
         key = stage_key("truth", {"spec": dataclasses.asdict(spec), "vocab": self.vocab.to_json()},
                         self.preset.truth_seed)
-        path = os.path.join(self.workdir, "models", f"truth-{key}")
-        if not os.path.exists(os.path.join(path, "config.json")):
+        path = storage.join(self.workdir, "models", f"truth-{key}")
+        if not storage.exists(storage.join(path, MODEL_INFO)):
             self._timed("p* materialise", lambda: materialize(
                 spec, self.vocab, self.preset.truth_seed, path,
                 {"role": "truth", "preset": self.preset.name, "model_id": f"{self.preset.name}/truth"}))
@@ -119,9 +116,10 @@ class Chain:
         settings = {"n": n, "temperature": temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
                     "chunk_size": s.chunk_size}
         key = stage_key("sample", settings, seed, (model.key,))
-        path = os.path.join(self.workdir, "data", f"{name}-{key}")
+        path = storage.join(self.workdir, "data", f"{name}-{key}")
         if not token_data.is_finished(path):
-            shutil.rmtree(path, ignore_errors=True)     # parts of an interrupted run may not match this split
+            # parts of an interrupted run are kept: one per chunk, each drawn by its own seed, so the re-run
+            # draws only the chunks that have none
             self._timed(f"sample {name} (n={n}, τ={temperature})",
                         lambda: self.backend.sample(preset, self.vocab, model.path, path, n, temperature, seed))
         return Artefact(key, path)
@@ -135,7 +133,7 @@ class Chain:
             settings = {"spec": dataclasses.asdict(spec), "train": dataclasses.asdict(self.preset.train),
                         "width": self.preset.sampling.max_new_tokens}
             key = stage_key("train", settings, seed, (data.key,))
-            path = os.path.join(self.workdir, "models", f"{role}-{key}")
+            path = storage.join(self.workdir, "models", f"{role}-{key}")
             arts.append(Artefact(key, path))
             if not is_trained(path):
                 jobs.append(TrainJob(role, spec, data.path, path, seed))
@@ -160,7 +158,7 @@ class Chain:
         seed = derive_seed(self.seed, f"{role}/{method}")
         key = stage_key("pad", {"method": method, "pad": dataclasses.asdict(self.preset.pad)}, seed,
                         (student.key, teacher.key))
-        path = os.path.join(self.workdir, "models", f"{role}-{method}-{key}")
+        path = storage.join(self.workdir, "models", f"{role}-{method}-{key}")
         if not is_pad_done(path):
             job = PadJob(role=role, method=method, student_dir=student.path, teacher_dir=teacher.path, out_dir=path,
                          seed=seed)
@@ -186,7 +184,7 @@ class Chain:
             settings = {"algorithm": algorithm, "beta": beta, "iterations": iterations, "reward": reward,
                         "align": dataclasses.asdict(a)}
             key = stage_key("align", settings, seed, tuple(inputs))
-            path = os.path.join(self.workdir, "aligned", f"{role}-{algorithm}-{key}")
+            path = storage.join(self.workdir, "aligned", f"{role}-{algorithm}-{key}")
             job = AlignJob(role=role, algorithm=algorithm, beta=beta, iterations=iterations, policy_dir=policy.path,
                            target_dir=p_target.path, reward={k: reward[k] for k in ("threshold", "scale", "c")},
                            out_dir=path, seed=seed, pairs_dir=pairs)
@@ -200,14 +198,17 @@ class Chain:
 
     def scores(self, model: Artefact, data: Artefact) -> np.ndarray:
         """Per-sequence mean log-likelihoods of `data` under `model`, cached as .npy."""
-        path = os.path.join(self.workdir, "scores", f"{model.key}-{data.key}.npy")
-        if not os.path.exists(path):
-            values = self._timed(f"score {os.path.basename(data.path)} by {os.path.basename(model.path)}",
-                                 lambda: self.backend.score(self.preset, self.vocab, model.path, data.path))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            np.save(path + ".tmp.npy", values)
-            os.replace(path + ".tmp.npy", path)
-        return np.load(path)
+        path = storage.join(self.workdir, "scores", f"{model.key}-{data.key}.npy")
+        try:
+            return np.load(io.BytesIO(storage.read_bytes(path)))
+        except FileNotFoundError:
+            pass
+        values = self._timed(f"score {storage.basename(data.path)} by {storage.basename(model.path)}",
+                             lambda: self.backend.score(self.preset, self.vocab, model.path, data.path))
+        buf = io.BytesIO()
+        np.save(buf, values)
+        storage.write_bytes(path, buf.getvalue())
+        return values
 
     def reward(self, p_target: Artefact) -> dict:
         """τ_r = the fold_quantile of R_base over p_target's own samples; stored as reward.json beside it."""
@@ -220,7 +221,7 @@ class Chain:
         ll = self.scores(p_target, own)
         spec = {"threshold": llm_metrics.reward_threshold(ll, p.reward_scale, p.reward_c, p.fold_quantile),
                 "quantile": p.fold_quantile, "scale": p.reward_scale, "c": p.reward_c, "num_samples": int(len(ll)),
-                "temperature": p.eval_temperature, "samples": os.path.basename(own.path)}
+                "temperature": p.eval_temperature, "samples": storage.basename(own.path)}
         llm_metrics.write_reward_spec(p_target.path, spec)
         return spec
 
@@ -258,7 +259,7 @@ class Chain:
         rewards = llm_metrics.folded_rewards(ll, reward["threshold"], reward["scale"], reward["c"])
         tok = (load_tokenizer(self.preset.tokenizer, cache_dir=self.workdir)
                if self.preset.tokenizer.source != "synthetic" else None)
-        set_name = os.path.basename(data.path).rsplit("-", 1)[0]
+        set_name = storage.basename(data.path).rsplit("-", 1)[0]
         # every row has every column (Arrow infers a table's columns from its first row)
         tags = {"model": "", "pipeline": "", "stage": "", "iterations": None, **tags}
         return [{"seed": self.seed, "token_set": set_name, "index": i, "text": decode_text(x, self.vocab, tok),
@@ -301,12 +302,13 @@ class Chain:
 
 def load_or_resolve_vocab(preset: LLMPreset, workdir: str) -> Vocab:
     """The preset's Vocab, cached in workdir (loading a real tokenizer takes seconds)."""
-    path = os.path.join(workdir, f"vocab-{preset.name}-{stage_key('vocab', dataclasses.asdict(preset.tokenizer))}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return Vocab.from_json(json.load(f))
+    path = storage.join(workdir, f"vocab-{preset.name}-{stage_key('vocab', dataclasses.asdict(preset.tokenizer))}.json")
+    try:
+        return Vocab.from_json(storage.read_json_at(path))
+    except FileNotFoundError:
+        pass
     vocab = resolve_vocab(preset.tokenizer)
-    write_json(path, vocab.to_json(), indent=None, sort_keys=False)
+    storage.write_json_at(path, vocab.to_json(), indent=None, sort_keys=False)
     return vocab
 
 
@@ -330,6 +332,5 @@ def run_distillation_chain(preset_name: str | LLMPreset, seed: int, workdir: str
     preset = preset_name if isinstance(preset_name, LLMPreset) else get_preset(preset_name, **overrides)
     chain = Chain(preset, seed, workdir, backend, progress=progress)
     manifest = chain.run()
-    path = os.path.join(chain.workdir, f"chain-{preset.name}-seed{seed}.json")
-    write_json(path, manifest)
+    storage.write_json_at(storage.join(chain.workdir, f"chain-{preset.name}-seed{seed}.json"), manifest)
     return TrialResult(rows=rows_from_manifest(manifest, preset))

@@ -15,7 +15,9 @@ draws as Figures 13–14. Text samples (`TrialResult.samples`): the first TEXT_S
 every token set and of every evaluated model's evaluation set, decoded, with NLL under p_target and R.
 
 A lock per (preset, seed) in the work directory makes concurrent trials of one storage (another sweep,
-another Tune trial) wait for each other instead of writing the same models twice.
+another Tune trial) wait for each other instead of writing the same models twice. A lock is a local
+file: with the work directory on object storage it lives in this machine's local dir, and the service
+runs one LLM trial at a time (`service.worlds.LLM.max_concurrent`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Callable
 
 from filelock import FileLock
 
+from adk_ray import storage
 from adk_ray.pipeline.llm_chain import Artefact, Backend, Chain
 from adk_ray.pipeline.result import TrialResult
 from adk_ray.worlds.llm.config import LLMTrialConfig
@@ -37,10 +40,11 @@ def run_llm_trial(cfg: LLMTrialConfig, workdir: str, backend: Backend | None = N
                   progress: Progress = None) -> TrialResult:
     """Both pipelines for every seed and iteration count of one config."""
     preset = cfg.resolved_preset()
-    os.makedirs(os.path.join(workdir, "locks"), exist_ok=True)
+    locks = os.path.join(storage.local_dir() if storage.is_uri(workdir) else workdir, "locks")
+    os.makedirs(locks, exist_ok=True)
     result = TrialResult()
     for seed in cfg.seeds:
-        with FileLock(os.path.join(workdir, "locks", f"{preset.name}-seed{seed}.lock")):
+        with FileLock(os.path.join(locks, f"{preset.name}-seed{seed}.lock")):
             chain = Chain(preset, seed, workdir, backend, progress=progress)
             rows, samples = _one_seed(cfg, chain)
             result.rows.extend(rows)

@@ -30,11 +30,14 @@ class TrialContext:
 
 
 def cache_dir_for(store: ResultStore, world: World) -> str:
-    """The world's shared-stage cache (`World.cache`): under the storage when it is local, else under a
-    node-local temp dir (the cache is a local disk cache with file locks)."""
+    """The world's shared-stage cache (`World.cache`), relative to the storage: under it when it is local
+    or when the world keeps its cache on shared storage (`World.cache_on_storage`, any node reads what
+    another wrote); else under a node-local temp dir."""
     relative = world.cache.format(sweep=store.sweep)
     if store.is_local:
         return os.path.join(os.path.dirname(store.root), relative)
+    if world.cache_on_storage:
+        return f"{store.storage.rstrip('/')}/{relative}"
     return os.path.join(tempfile.gettempdir(), "adk_ray_cache", relative)
 
 

@@ -4,9 +4,10 @@
 The only module of the LLM world that imports Ray. `RayBackend` implements the backend protocol of
 `adk_ray.pipeline.llm_chain` (sample / score / train), calling the pure world functions in Ray workers:
 
-    sample  chunks of the set split over `sample_workers` tasks (one GPU each, or one CPU each); every task
-            runs `worlds.llm.sampling.sample_shard` and writes one Parquet part.
-    score   rows split over tasks running `worlds.llm.metrics.score_dataset`.
+    sample  the chunks that have no part yet, split over `sample_workers` tasks (default one per GPU of the
+            cluster, or one per CPU); every task runs `worlds.llm.sampling.sample_shard`, writing a Parquet
+            part per chunk as it goes.
+    score   the set's parts split over tasks running `worlds.llm.metrics.score_dataset` (part by part).
     align   `TorchTrainer(align.num_workers)`: each worker wraps the policy (PPO: and its value head) with
             DeepSpeed and runs `worlds.llm.align.run_align` (PAD: `worlds.llm.pad_kd.run_pad`) on its share.
             At every align.checkpoint_every-th iteration all ranks save `align.save_align_state` (DeepSpeed
@@ -22,12 +23,15 @@ The only module of the LLM world that imports Ray. `RayBackend` implements the b
     ray.init(...)
     run_distillation_chain("tiny", seed=0, workdir="w", backend=RayBackend())
 
-Paths (model and data directories) must be visible to every worker: one machine, or a shared filesystem.
+Models and data sets are locations (`adk_ray.storage`): local paths on one machine or a shared filesystem,
+or URIs on object storage (s3://, gs://), which every node reads (models through a node-local copy).
+Ray Train's checkpoints go to the same storage (`RunConfig(storage_path, storage_filesystem)`).
 """
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import tempfile
 import time
 from typing import Callable
@@ -38,6 +42,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from adk_ray import storage
 from adk_ray.pipeline.cache import stage_key
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm.metrics import score_dataset
@@ -90,31 +95,35 @@ class RayBackend:
             return self.sample_workers
         if self.use_gpu:
             return max(1, int(ray.cluster_resources().get("GPU", 1)))
-        return preset.train.num_workers
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     # -- backend protocol -----------------------------------------------------------------------
     def sample(self, preset: LLMPreset, vocab: Vocab, model_dir: str, out_dir: str, n: int, temperature: float,
                seed: int) -> str:
+        """The chunks without a part yet, split over one task per GPU (or CPU) of the cluster; each task
+        writes a part per chunk as it draws it (`sampling.sample_shard`), so a killed stage redoes at most
+        one chunk per task."""
         s = preset.sampling
-        shares = split_chunks(num_chunks(n, s.chunk_size), self._n_tasks(preset))
+        todo = sorted(set(range(num_chunks(n, s.chunk_size))) - token_data.finished_chunks(out_dir))
         task = ray.remote(sample_shard).options(**self._task_options())
         dtype = s.dtype if self.use_gpu else "float32"
-        refs = [task.remote(model_dir, out_dir, f"part-{i:05d}", vocab, chunks, n, s.chunk_size, s.max_new_tokens,
+        refs = [task.remote(model_dir, out_dir, vocab, [todo[i] for i in share], n, s.chunk_size, s.max_new_tokens,
                             temperature, s.top_p, seed, dtype, None, s.compile and self.use_gpu)
-                for i, chunks in enumerate(shares)]
+                for share in split_chunks(len(todo), self._n_tasks(preset))]
         ray.get(refs)
         token_data.finish_dataset(out_dir, dataset_meta(model_dir, vocab, n, temperature, s.top_p, seed,
                                                         s.max_new_tokens, s.chunk_size))
         return out_dir
 
     def score(self, preset: LLMPreset, vocab: Vocab, model_dir: str, data_dir: str) -> np.ndarray:
-        n = token_data.open_dataset(data_dir).count_rows()
-        bounds = np.linspace(0, n, self._n_tasks(preset) + 1).round().astype(int)
+        """Tasks over contiguous runs of the set's parts, each streaming its parts batch by batch
+        (`metrics.score_dataset`); the per-sequence scores come back in (chunk, row) order."""
+        parts = token_data.part_files(data_dir)
         task = ray.remote(score_dataset).options(**self._task_options())
         dtype = scoring_dtype(preset, self.use_gpu)      # fp32 always: metrics and the reward threshold
-        refs = [task.remote(model_dir, data_dir, vocab, dtype, None, 64, np.arange(a, b))
-                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        return np.concatenate(ray.get(refs))
+        refs = [task.remote(model_dir, data_dir, vocab, dtype, None, 64, [parts[i] for i in share])
+                for share in split_chunks(len(parts), self._n_tasks(preset))]
+        return np.concatenate(ray.get(refs)) if refs else np.zeros(0)
 
     def train(self, preset: LLMPreset, vocab: Vocab, jobs: list[TrainJob]) -> None:
         """One TorchTrainer run trains `jobs` one after the other (one worker-group start for all)."""
@@ -122,13 +131,13 @@ class RayBackend:
         if not jobs:
             return
         t0 = time.perf_counter()
-        storage, name = self._fit("train", train_students_worker, preset, vocab, jobs, preset.train.num_workers)
+        where, name = self._fit("train", train_students_worker, preset, vocab, jobs, preset.train.num_workers)
         missing = [j.role for j in jobs if not is_trained(j.out_dir)]
         if missing:
             raise RuntimeError(f"Ray Train run {name} finished without students {', '.join(missing)}")
         for j in jobs:                                     # where the run's checkpoints live, for the record
             info = read_train_info(j.out_dir)
-            write_train_info(j.out_dir, {**info, "ray_train_run": os.path.join(storage, name),
+            write_train_info(j.out_dir, {**info, "ray_train_run": storage.join(where, name),
                                          "driver_wall_seconds": time.perf_counter() - t0})
 
     def align(self, preset: LLMPreset, vocab: Vocab, jobs: list) -> None:
@@ -154,19 +163,22 @@ class RayBackend:
 
     def _fit(self, kind: str, worker, preset: LLMPreset, vocab: Vocab, jobs: list, workers: int) -> tuple[str, str]:
         """A TorchTrainer of `workers` workers running `worker` over `jobs`; returns (storage, run name)."""
-        first = os.path.abspath(jobs[0].out_dir)
-        storage = self.storage_path or os.path.join(os.path.dirname(os.path.dirname(first)), "ray_train")
-        name = f"{kind}-" + stage_key("ray_train", {"out": [os.path.abspath(j.out_dir) for j in jobs]})[:16]
+        first = storage.canonical(jobs[0].out_dir)
+        where = self.storage_path or storage.join(posixpath.dirname(posixpath.dirname(first.rstrip("/"))), "ray_train")
+        fs, path = storage.resolve(where)
+        name = f"{kind}-" + stage_key("ray_train", {"out": [storage.canonical(j.out_dir) for j in jobs]})[:16]
         config = {"preset": preset, "vocab": vocab, "jobs": jobs, "hook": self.worker_hook,
-                  "run_dir": os.path.join(storage, name)}
+                  "run_dir": storage.join(where, name)}
+        # Ray Train keeps its checkpoints on the same storage as every other artefact (any node resumes
+        # a run), through the filesystem adk_ray built for it (endpoint and timeouts included).
         trainer = TorchTrainer(
             worker, train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
-            run_config=RunConfig(name=name, storage_path=storage,
+            run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                                  failure_config=FailureConfig(max_failures=self.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)))
         trainer.fit()
-        return storage, name
+        return where, name
 
 
 def _worker_setup() -> tuple[int, int, object]:

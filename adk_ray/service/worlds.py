@@ -52,8 +52,10 @@ class World:
     max_concurrent: int | None
     """Trials at once unless --max-concurrent says otherwise (None: as many as the resources allow)."""
     cache: str
-    """The shared-stage cache, relative to the storage (`{sweep}` is the sweep's name); with object
-    storage the same relative path under a node-local temp dir."""
+    """The shared-stage cache, relative to the storage (`{sweep}` is the sweep's name)."""
+    cache_on_storage: bool = False
+    """With object storage, whether the cache lives there too (every node of a cluster reads what another
+    wrote) or under a node-local temp dir (a local disk cache with file locks)."""
 
 
 def _run_mog(cfg: MoGTrialConfig, cache_dir: str) -> TrialResult:
@@ -93,7 +95,9 @@ LLM = World(
     # A trial only drives Ray Train runs and Ray tasks that reserve their own CPUs/GPUs, so it reserves
     # none; one at a time, since the trials of a sweep share each seed's chain of models, which are
     # shared by every LLM sweep of one storage (<storage>/llm_cache).
-    cpus_per_trial=0.0, max_concurrent=1, cache="llm_cache")
+    # Its models, token sets, scores and checkpoints are read by Ray tasks and Ray Train workers on any
+    # node, so with object storage they live there (`adk_ray.storage` locations).
+    cpus_per_trial=0.0, max_concurrent=1, cache="llm_cache", cache_on_storage=True)
 
 WORLDS: dict[str, World] = {w.name: w for w in (MOG, LLM)}
 DEFAULT_WORLD = MOG.name

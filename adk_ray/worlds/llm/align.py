@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from adk_ray.objectives.rl import masked_mean
+from adk_ray import storage
 from adk_ray.storage import write_json
 from adk_ray.worlds.llm.aligners import ALIGNERS, Batch, aligner, load_pair_pool, rank_shares, select_checkpoint
 from adk_ray.worlds.llm.models import MODEL_INFO, Vocab, load_model, save_model
@@ -138,7 +139,7 @@ def engine_kwargs(job: AlignJob, preset, world: int | None = None) -> dict:
 
 def checkpoint_dir(out_dir: str, step: int) -> str:
     """Where the policy after iteration `step` is saved: out_dir/ckpt-000040."""
-    return os.path.join(out_dir, f"ckpt-{int(step):06d}")
+    return storage.join(out_dir, f"ckpt-{int(step):06d}")
 
 
 def checkpoint_steps(iterations: int, every: int) -> list[int]:
@@ -175,11 +176,10 @@ def _mean_over_ranks(stats: dict, world: int, device: torch.device) -> dict:
 
 
 def _model_info(directory: str) -> dict:
-    path = os.path.join(directory, MODEL_INFO)
-    if not os.path.exists(path):
+    try:
+        return storage.read_json_at(storage.join(directory, MODEL_INFO))
+    except FileNotFoundError:
         return {}
-    with open(path) as f:
-        return json.load(f)
 
 
 def _save_checkpoint(policy: nn.Module, job: AlignJob, preset, step: int) -> str:
@@ -189,8 +189,7 @@ def _save_checkpoint(policy: nn.Module, job: AlignJob, preset, step: int) -> str
     directory = checkpoint_dir(job.out_dir, step)
     ref_info, target_info = _model_info(job.policy_dir), _model_info(job.target_dir)
     info = {"role": job.role, "preset": preset.name, "seed": job.seed, "source": "aligned",
-            "model_id": f"{preset.name}/{job.role}/{os.path.basename(os.path.normpath(job.out_dir))}/"
-                        f"{os.path.basename(directory)}",
+            "model_id": f"{preset.name}/{job.role}/{storage.basename(job.out_dir)}/{storage.basename(directory)}",
             "algorithm": job.algorithm, "beta": job.beta, "iteration": step,
             "reference": ref_info.get("model_id", job.policy_dir),
             "target": target_info.get("model_id", job.target_dir)}
@@ -334,7 +333,7 @@ def load_align_state(directory: str, engine, job: AlignJob, rank: int = 0) -> tu
 def _run_key(job: AlignJob) -> dict:
     """What identifies a run in its resume state (so a state is never loaded into another job)."""
     return {"role": job.role, "algorithm": job.algorithm, "beta": job.beta, "iterations": job.iterations,
-            "seed": job.seed, "out_dir": os.path.abspath(job.out_dir)}
+            "seed": job.seed, "out_dir": storage.canonical(job.out_dir)}
 
 
 # -- selection and the run's record ----------------------------------------------------------------------------
@@ -345,40 +344,38 @@ def finish_align(job: AlignJob, preset, curve: list[dict]) -> dict:
     returns align.json's content."""
     s = preset.align
     steps = checkpoint_steps(job.iterations, s.checkpoint_every)
-    missing = [st for st in steps if not os.path.isdir(checkpoint_dir(job.out_dir, st))]
+    missing = [st for st in steps if not storage.exists(storage.join(checkpoint_dir(job.out_dir, st), MODEL_INFO))]
     if missing:
         raise FileNotFoundError(f"{job.out_dir}: checkpoints of iterations {missing} were not written")
     step, reason = select_checkpoint(job.algorithm, curve, steps, s)
-    write_json(os.path.join(job.out_dir, CURVE_FILE), curve)
+    storage.write_json_at(storage.join(job.out_dir, CURVE_FILE), curve)
     record = {
         "role": job.role, "algorithm": job.algorithm, "beta": job.beta, "iterations": job.iterations,
         "seed": job.seed, "reward": job.reward, "policy_dir": job.policy_dir, "target_dir": job.target_dir,
         "pairs_dir": job.pairs_dir, "selected_step": step,
-        "selected_dir": os.path.basename(checkpoint_dir(job.out_dir, step)),
+        "selected_dir": storage.basename(checkpoint_dir(job.out_dir, step)),
         "rule": ALIGNERS[job.algorithm].rule, "reason": reason, "checkpoints": steps,
         "selected": next(row for row in curve if int(row["step"]) == step), "final": curve[-1],
         "settings": asdict(s),
     }
-    write_json(os.path.join(job.out_dir, ALIGN_FILE), record)
+    storage.write_json_at(storage.join(job.out_dir, ALIGN_FILE), record)
     return record
 
 
 def is_aligned(out_dir: str) -> bool:
     """A run is complete once align.json is written (after its checkpoints and curve)."""
-    return os.path.exists(os.path.join(out_dir, ALIGN_FILE))
+    return storage.exists(storage.join(out_dir, ALIGN_FILE))
 
 
 def read_align(out_dir: str) -> dict:
-    with open(os.path.join(out_dir, ALIGN_FILE)) as f:
-        return json.load(f)
+    return storage.read_json_at(storage.join(out_dir, ALIGN_FILE))
 
 
 def read_curve(out_dir: str) -> list[dict]:
     """The per-iteration curve of a finished run (curve.json)."""
-    with open(os.path.join(out_dir, CURVE_FILE)) as f:
-        return json.load(f)
+    return storage.read_json_at(storage.join(out_dir, CURVE_FILE))
 
 
 def selected_model_dir(out_dir: str) -> str:
     """The selected checkpoint's model directory of a finished run."""
-    return os.path.join(out_dir, read_align(out_dir)["selected_dir"])
+    return storage.join(out_dir, read_align(out_dir)["selected_dir"])

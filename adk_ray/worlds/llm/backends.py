@@ -16,7 +16,7 @@ for training. Both call the pure functions of this package, so results agree up 
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 import os
 import shutil
 import time
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from adk_ray.storage import write_json
+from adk_ray import storage
 from adk_ray.worlds.llm import data as token_data
 from adk_ray.worlds.llm import metrics as llm_metrics
 from adk_ray.worlds.llm.engine import TorchEngine
@@ -48,18 +48,17 @@ def materialize(spec: ModelSpec, vocab: Vocab, seed: int, out_dir: str, info: di
 def student_info(job: "TrainJob", preset: LLMPreset) -> dict:
     """model.json of a trained student."""
     return {"role": job.role, "preset": preset.name, "seed": job.seed,
-            "model_id": f"{preset.name}/{job.role}/{os.path.basename(job.out_dir)}", "source": job.spec.source,
-            "name": job.spec.name, "teacher_data": os.path.basename(job.data_dir)}
+            "model_id": f"{preset.name}/{job.role}/{storage.basename(job.out_dir)}", "source": job.spec.source,
+            "name": job.spec.name, "teacher_data": storage.basename(job.data_dir)}
 
 
 def write_train_info(model_dir: str, info: dict) -> None:
     """train.json (steps, losses, resume point, timings): written last, it marks the student complete."""
-    write_json(os.path.join(model_dir, TRAIN_INFO), info)
+    storage.write_json_at(storage.join(model_dir, TRAIN_INFO), info)
 
 
 def read_train_info(model_dir: str) -> dict:
-    with open(os.path.join(model_dir, TRAIN_INFO)) as f:
-        return json.load(f)
+    return storage.read_json_at(storage.join(model_dir, TRAIN_INFO))
 
 
 def sequence_width(preset: LLMPreset, vocab: Vocab) -> int:
@@ -98,7 +97,15 @@ class TrainJob:
 
 def is_trained(model_dir: str) -> bool:
     """A student directory is complete once train.json is written (after the weights)."""
-    return os.path.exists(os.path.join(model_dir, TRAIN_INFO))
+    return storage.exists(storage.join(model_dir, TRAIN_INFO))
+
+
+def resume_dir(out_dir: str) -> str:
+    """LocalBackend's resume states of an aligner run: inside its out_dir on a local disk; for an out_dir on
+    object storage, in this machine's local dir (one process runs the whole run, so it reads them back)."""
+    if not storage.is_uri(out_dir):
+        return os.path.join(out_dir, RESUME_DIR)
+    return os.path.join(storage.local_dir(), RESUME_DIR, hashlib.sha256(out_dir.encode()).hexdigest()[:24])
 
 
 class LocalBackend:
@@ -111,8 +118,8 @@ class LocalBackend:
         s = preset.sampling
         chunks = list(range(num_chunks(n, s.chunk_size)))
         on_gpu = torch.cuda.is_available()
-        sample_shard(model_dir, out_dir, "part-00000", vocab, chunks, n, s.chunk_size, s.max_new_tokens,
-                     temperature, s.top_p, seed, dtype=sampling_dtype(preset), compile=s.compile and on_gpu)
+        sample_shard(model_dir, out_dir, vocab, chunks, n, s.chunk_size, s.max_new_tokens, temperature, s.top_p,
+                     seed, dtype=sampling_dtype(preset), compile=s.compile and on_gpu)
         token_data.finish_dataset(out_dir, dataset_meta(model_dir, vocab, n, temperature, s.top_p, seed,
                                                         s.max_new_tokens, s.chunk_size))
         return out_dir
@@ -135,7 +142,7 @@ class LocalBackend:
                 continue
             engine = TorchEngine(build_align_module(job, preset, vocab), device=device_for(preset),
                                  **_torch_kwargs(engine_kwargs(job, preset)))
-            state_dir = os.path.join(job.out_dir, RESUME_DIR)
+            state_dir = resume_dir(job.out_dir)
             saved = sorted(d for d in os.listdir(state_dir) if d.startswith("step-")) if os.path.isdir(state_dir) else []
             start, curve = (load_align_state(os.path.join(state_dir, saved[-1]), engine, job) if saved else None) or (0, [])
 

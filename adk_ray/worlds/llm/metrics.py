@@ -14,16 +14,14 @@ by the pipeline and stored beside p_target's weights as reward.json.
 """
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 import torch
 
 from adk_ray.columns import METRICS  # noqa: F401 - the keys `model_metrics` returns
 from adk_ray.objectives.kd import fold_reward, nll_reward
-from adk_ray.storage import write_json
-from adk_ray.worlds.llm.data import TokenSet, read_tokens
+from adk_ray import storage
+from adk_ray.worlds.llm.data import TokenSet
 from adk_ray.worlds.llm.models import Vocab, load_model
 
 REWARD_FILE = "reward.json"
@@ -50,12 +48,19 @@ def sequence_logliks(model, data: TokenSet, prompt_length: int, batch_size: int 
 
 
 def score_dataset(model_dir: str, data_dir: str, vocab: Vocab, dtype: str = "float32", device: str | None = None,
-                  batch_size: int = 64, rows: np.ndarray | None = None) -> np.ndarray:
-    """Pure per-worker scoring: load the model and a token set, score `rows` (default all)."""
+                  batch_size: int = 64, parts: list[str] | None = None) -> np.ndarray:
+    """Pure per-worker scoring: load the model and score a token set (a location) part by part, in (chunk,
+    row) order; `parts` (paths from `data.part_files`) restricts it to some parts. Memory holds one part
+    and one batch, never the whole set."""
+    from adk_ray.worlds.llm.data import filesystem, pad_batch, part_files
+    import pyarrow.parquet as pq
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_dir, dtype=dtype, device=device)
-    data = read_tokens(data_dir, vocab.pad_id)
-    return sequence_logliks(model, data, len(vocab.prompt_ids), batch_size, rows)
+    fs, out = filesystem(data_dir), []
+    for path in part_files(data_dir) if parts is None else parts:
+        table = pq.read_table(path, filesystem=fs).sort_by([("chunk", "ascending"), ("row", "ascending")])
+        out.append(sequence_logliks(model, pad_batch(table, vocab.pad_id), len(vocab.prompt_ids), batch_size))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def reward_threshold(target_loglik: np.ndarray, scale: float = 10.0, c: float = 0.5, quantile: float = 0.9) -> float:
@@ -71,12 +76,11 @@ def folded_rewards(target_loglik: np.ndarray, threshold: float, scale: float = 1
 
 
 def write_reward_spec(model_dir: str, spec: dict) -> str:
-    return write_json(os.path.join(model_dir, REWARD_FILE), spec)
+    return storage.write_json_at(storage.join(model_dir, REWARD_FILE), spec)
 
 
 def read_reward_spec(model_dir: str) -> dict:
-    with open(os.path.join(model_dir, REWARD_FILE)) as f:
-        return json.load(f)
+    return storage.read_json_at(storage.join(model_dir, REWARD_FILE))
 
 
 def model_metrics(precision_ll: np.ndarray, recall_ll: np.ndarray, target_ll: np.ndarray, reward: dict) -> dict:

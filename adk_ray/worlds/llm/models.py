@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from adk_ray import storage
 from adk_ray.worlds.llm.presets import ModelSpec, TokenizerSpec
 
 MODEL_INFO = "model.json"
@@ -54,7 +55,7 @@ the GGUF takes ~7 s on a CPU core, and every stage that decodes or tokenises tex
 
 def load_tokenizer(spec: TokenizerSpec, cache_dir: str = ""):
     """A transformers tokenizer for 'gguf' or 'pretrained' specs, loaded once per process. With
-    `cache_dir` (the chain's work directory) a `save_pretrained` copy is kept there, which any process
+    `cache_dir` (the chain's work directory, a location) a `save_pretrained` copy is kept there, which any process
     of the same storage then loads in ~0.4 s instead of re-parsing the GGUF."""
     if spec in _TOKENIZERS:
         return _TOKENIZERS[spec]
@@ -65,24 +66,17 @@ def load_tokenizer(spec: TokenizerSpec, cache_dir: str = ""):
     if cache_dir:
         import hashlib
         key = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:24]
-        saved = os.path.join(cache_dir, f"tokenizer-{key}")
-    if saved and os.path.exists(os.path.join(saved, "tokenizer_config.json")):
-        tok = AutoTokenizer.from_pretrained(saved)
+        saved = storage.join(cache_dir, f"tokenizer-{key}")
+    if saved and storage.exists(storage.join(saved, "tokenizer_config.json")):
+        tok = AutoTokenizer.from_pretrained(storage.local_copy(saved))
     else:
         if spec.source == "gguf":
             tok = AutoTokenizer.from_pretrained(gguf_dir(spec.gguf_dir), gguf_file=spec.name)
         else:
             tok = AutoTokenizer.from_pretrained(spec.name)
         if saved:
-            import shutil
-            import tempfile
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-tokenizer-")
-            tok.save_pretrained(tmp)
-            try:
-                os.replace(tmp, saved)                   # another process may have won the race: keep its copy
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
+            with storage.staged(saved, last=("tokenizer_config.json",)) as tmp:
+                tok.save_pretrained(tmp)
     _TOKENIZERS[spec] = tok
     return tok
 
@@ -162,32 +156,26 @@ def _plain_copy(model):
 
 
 def save_model(model, directory: str, info: dict) -> str:
-    """`save_pretrained` (safetensors) + model.json, written into a temp dir and renamed into place."""
-    import shutil
-    import tempfile
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-model-")
+    """`save_pretrained` (safetensors) + model.json at a location (local path or URI), written whole
+    (`storage.staged`: a local temp dir renamed or uploaded, model.json last)."""
     model = getattr(model, "_orig_mod", model)
-    model.save_pretrained(tmp, safe_serialization=True)
-    with open(os.path.join(tmp, MODEL_INFO), "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    if os.path.exists(directory):
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    with storage.staged(directory, last=(MODEL_INFO,)) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        with open(os.path.join(tmp, MODEL_INFO), "w") as f:
+            json.dump(info, f, indent=1, sort_keys=True)
     return directory
 
 
 def model_info(directory: str) -> dict:
-    with open(os.path.join(directory, MODEL_INFO)) as f:
-        return json.load(f)
+    return storage.read_json_at(storage.join(directory, MODEL_INFO))
 
 
 def load_model(directory: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
-    """A model saved by `save_model`, in eval mode."""
+    """A model saved by `save_model` (at a local path, or at a URI: read from this node's copy), in eval
+    mode."""
     from transformers import AutoModelForCausalLM
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(storage.local_copy(directory), dtype=dtype)
     return model.to(device).eval()
 
 

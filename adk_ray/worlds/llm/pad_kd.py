@@ -47,9 +47,7 @@ linear warmup then constant (TRL's default decays linearly); AdamW betas (0.9, 0
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -60,7 +58,7 @@ from torch import Tensor, nn
 
 from adk_ray.objectives.pad import (calibrated_teacher_reward, decomposed, length_normalised_reward,
                                     mc_selection_log_probs)
-from adk_ray.storage import write_json
+from adk_ray import storage
 from adk_ray.worlds.llm.kd_methods import preference_loss
 from adk_ray.worlds.llm.models import Vocab, load_model, load_tokenizer, model_info, save_model
 from adk_ray.worlds.llm.presets import LLMPreset, PADSettings
@@ -344,20 +342,19 @@ def check_settings(method: str, s: PADSettings, world: int) -> int:
 
 def is_pad_done(out_dir: str) -> bool:
     """A PAD student is complete once pad.json is written (after the weights)."""
-    return os.path.exists(os.path.join(out_dir, PAD_INFO))
+    return storage.exists(storage.join(out_dir, PAD_INFO))
 
 
 def read_pad_info(out_dir: str) -> dict:
-    with open(os.path.join(out_dir, PAD_INFO)) as f:
-        return json.load(f)
+    return storage.read_json_at(storage.join(out_dir, PAD_INFO))
 
 
 def pad_model_info(job: PadJob, preset: LLMPreset) -> dict:
     """model.json of a PAD student: the start point's (source, name, …) with this stage's identity."""
     return {**model_info(job.student_dir), "role": job.role, "preset": preset.name, "seed": job.seed,
-            "model_id": f"{preset.name}/{job.role}/{os.path.basename(os.path.normpath(job.out_dir))}",
-            "kd_method": job.method, "init_from": os.path.basename(os.path.normpath(job.student_dir)),
-            "teacher": os.path.basename(os.path.normpath(job.teacher_dir))}
+            "model_id": f"{preset.name}/{job.role}/{storage.basename(job.out_dir)}",
+            "kd_method": job.method, "init_from": storage.basename(job.student_dir),
+            "teacher": storage.basename(job.teacher_dir)}
 
 
 def run_pad(job: PadJob, preset: LLMPreset, vocab: Vocab, engine, rank: int = 0, world: int = 1,
@@ -449,4 +446,4 @@ def run_pad(job: PadJob, preset: LLMPreset, vocab: Vocab, engine, rank: int = 0,
 
 def write_pad_info(out_dir: str, info: dict) -> str:
     """pad.json, atomically; written last, it marks the PAD student complete."""
-    return write_json(os.path.join(out_dir, PAD_INFO), info)
+    return storage.write_json_at(storage.join(out_dir, PAD_INFO), info)

@@ -7,7 +7,7 @@ with an explicit generator: no host sync per step, and the same seed gives the s
 
 Work is cut into fixed chunks of `chunk_size` sequences, each with a generator seeded by (seed, chunk),
 so a data set is identical however many workers (Ray tasks) share the chunks. `sample_shard` is the pure
-per-worker function: load the model, draw some chunks, write one Parquet part.
+per-worker function: load the model, draw some chunks, write one Parquet part per chunk as it goes.
 """
 from __future__ import annotations
 
@@ -118,14 +118,13 @@ class Decoder:
         return tokens, n_new + P, logps
 
 
-def sample_chunks(model, vocab: Vocab, chunks: list[int], n_total: int, chunk_size: int, max_new_tokens: int,
-                  temperature: float, top_p: float, seed: int, compile: bool = False,
-                  on_chunk: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], list[int], list[int]]:
-    """Draw the given chunks of an n_total-sequence set: (sequences trimmed after EOS, chunk ids, row ids)."""
+def iter_chunks(model, vocab: Vocab, chunks: list[int], n_total: int, chunk_size: int, max_new_tokens: int,
+                temperature: float, top_p: float, seed: int, compile: bool = False):
+    """Draw the given chunks of an n_total-sequence set one at a time: yields (chunk id, sequences trimmed
+    after EOS). Decoders (and a compiled step) are built once per chunk size and reused."""
     sizes = chunk_sizes(n_total, chunk_size)
     dev = next(model.parameters()).device
     decoders: dict[int, Decoder] = {}
-    seqs, chunk_col, row_col = [], [], []
     for c in chunks:
         b = sizes[c]
         if b not in decoders:
@@ -135,11 +134,21 @@ def sample_chunks(model, vocab: Vocab, chunks: list[int], n_total: int, chunk_si
         tokens, lengths, _ = decoders[b].decode(vocab.prompt_ids, max_new_tokens, temperature, top_p, gen,
                                                 vocab.eos_id, vocab.pad_id)
         tokens, lengths = tokens.cpu().numpy().astype(np.int32), lengths.cpu().numpy()
-        seqs.extend(tokens[i, :lengths[i]] for i in range(b))
-        chunk_col.extend([c] * b)
-        row_col.extend(range(b))
+        yield c, [tokens[i, :lengths[i]] for i in range(b)]
+
+
+def sample_chunks(model, vocab: Vocab, chunks: list[int], n_total: int, chunk_size: int, max_new_tokens: int,
+                  temperature: float, top_p: float, seed: int, compile: bool = False,
+                  on_chunk: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """Draw the given chunks of an n_total-sequence set: (sequences trimmed after EOS, chunk ids, row ids)."""
+    seqs, chunk_col, row_col = [], [], []
+    for c, drawn in iter_chunks(model, vocab, chunks, n_total, chunk_size, max_new_tokens, temperature, top_p,
+                                seed, compile):
+        seqs.extend(drawn)
+        chunk_col.extend([c] * len(drawn))
+        row_col.extend(range(len(drawn)))
         if on_chunk:
-            on_chunk(b)
+            on_chunk(len(drawn))
     return seqs, chunk_col, row_col
 
 
@@ -153,14 +162,21 @@ def dataset_meta(model_dir: str, vocab: Vocab, n: int, temperature: float, top_p
             "prompt_ids": list(vocab.prompt_ids), "eos_id": vocab.eos_id, "preset": info.get("preset")}
 
 
-def sample_shard(model_dir: str, out_dir: str, part: str, vocab: Vocab, chunks: list[int], n_total: int,
-                 chunk_size: int, max_new_tokens: int, temperature: float, top_p: float, seed: int,
-                 dtype: str = "float32", device: str | None = None, compile: bool = False) -> str:
-    """One worker's share of a sampling stage: load the model, draw `chunks`, write part `part`.
-    Pure (no Ray): the service runs it as a Ray task per GPU / CPU process, the local backend directly."""
+def sample_shard(model_dir: str, out_dir: str, vocab: Vocab, chunks: list[int], n_total: int, chunk_size: int,
+                 max_new_tokens: int, temperature: float, top_p: float, seed: int, dtype: str = "float32",
+                 device: str | None = None, compile: bool = False) -> list[int]:
+    """One worker's share of a sampling stage: load the model and draw each of `chunks` that has no part
+    yet, writing its part (`data.part_name`) as soon as it is drawn. A worker killed mid-stage loses at
+    most the chunk it was drawing; a re-run skips the rest. `out_dir` and `model_dir` are locations (local
+    paths or URIs). Pure (no Ray): the service runs it as a Ray task per GPU / CPU process, the local
+    backend directly. Returns the chunks it drew."""
+    todo = [c for c in chunks if c not in token_data.finished_chunks(out_dir)]
+    if not todo:
+        return []
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_dir, dtype=dtype, device=device)
-    seqs, cs, rows = sample_chunks(model, vocab, chunks, n_total, chunk_size, max_new_tokens, temperature, top_p,
-                                   seed, compile=compile)
     meta = dataset_meta(model_dir, vocab, n_total, temperature, top_p, seed, max_new_tokens, chunk_size)
-    return token_data.write_part(out_dir, part, seqs, cs, rows, meta)
+    for c, seqs in iter_chunks(model, vocab, todo, n_total, chunk_size, max_new_tokens, temperature, top_p, seed,
+                               compile):
+        token_data.write_part(out_dir, token_data.part_name(c), seqs, [c] * len(seqs), list(range(len(seqs))), meta)
+    return todo
