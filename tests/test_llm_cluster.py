@@ -24,9 +24,10 @@ from adk_ray.storage import LOCAL_DIR_ENV
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SETS = ("train_samples=512", "eval_samples=64")
-"""llm_ppo --smoke with smaller token sets (the tiny preset's 4096 training sequences cost minutes here); 512
-sequences are two sampling chunks, so a sampling stage has a task for each node."""
+SETS = ("train_samples=512", "eval_samples=64", "iterations=4")
+"""llm_ppo --smoke with smaller token sets (the tiny preset's 4096 training sequences cost minutes here) and one
+iteration count (one A-K distillation instead of two). 512 sequences are two sampling chunks, so a sampling
+stage has a task for each node."""
 BUCKET, PREFIX = "adk-ray-test", "results"
 
 

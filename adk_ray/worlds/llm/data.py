@@ -1,4 +1,5 @@
-"""Token data sets as Arrow: a directory of Parquet part files, one row per sequence.
+"""Token data sets as Arrow: a directory of Parquet part files, one row per sequence, one part per sampling
+chunk, at a location (`adk_ray.storage`: a local path or a URI such as s3://bucket/prefix).
 
 Columns: `tokens` list<int32> (prompt + generated tokens, through EOS when one was drawn), `chunk` int32
 (the sampling chunk that drew it) and `row` int32 (its index in the chunk), so a read is ordered the same
@@ -7,7 +8,9 @@ generating model id, temperature τ, top_p, seed, prompt ids, max_new_tokens, pr
 
     import pyarrow.dataset as ds, glob; ds.dataset(glob.glob("DIR/*.parquet")).to_table()
 
-A finished set has `dataset.json` (its metadata and row count), written last by `finish_dataset`.
+A finished set has `dataset.json` (its metadata and row count), written last by `finish_dataset`. Sets
+are read part by part (`iter_parts`, or Ray Data over `part_files` in the service) and padded per batch
+(`pad_batch`); `read_tokens` loads a whole set, for small ones only.
 """
 from __future__ import annotations
 
