@@ -175,13 +175,12 @@ def student_batches(read_epoch: Callable[[], Iterable[pa.Table]], n: int, per_de
     step = start_step
     while step < total:
         epoch, within = divmod(step, spe)
+        # Each epoch's stream is read to its end, also past the last step: its row count is checked there,
+        # and a reader (a Ray Data iterator) is not left half-consumed.
         for i, batch in enumerate(epoch_batches(read_epoch(), n, g, seed, epoch, window)):
-            if i < within:
-                continue
-            yield pad_batch(batch.slice(rank * per_device, per_device), pad_id, width)
-            step += 1
-            if step >= total:
-                return
+            if i >= within and step < total:
+                yield pad_batch(batch.slice(rank * per_device, per_device), pad_id, width)
+                step += 1
 
 
 def make_batch(batch: TokenSet) -> tuple[torch.Tensor, torch.Tensor]:
