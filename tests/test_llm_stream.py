@@ -5,6 +5,12 @@ first column names the rows it holds. No Ray: the order is a pure function of th
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
+import tempfile
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -166,3 +172,71 @@ def test_a_stream_of_the_wrong_length_is_refused():
         list(epoch_batches(iter(tagged(40, 10)), 41, 8, SEED, 0, 16))
     with pytest.raises(ValueError, match="rows"):
         list(epoch_batches(iter(tagged(40, 10)), 39, 8, SEED, 0, 16))
+
+
+# -- through Ray Data in Ray Train workers --------------------------------------------------------------------
+
+def _write_tagged(directory: str, n: int, part: int, offset: int = 0) -> None:
+    for c, a in enumerate(range(0, n, part)):
+        ids = range(a, min(a + part, n))
+        token_data.write_part(directory, token_data.part_name(c), [np.array([offset + i], np.int32) for i in ids],
+                              [c] * len(ids), list(range(len(ids))), {})
+    token_data.finish_dataset(directory, {})
+
+
+def _ingest_worker(config: dict) -> None:
+    import ray.train
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    for k, n in enumerate(config["sizes"]):
+        shard = ray.train.get_dataset_shard(f"train-{k}")
+        total = total_steps(n, config["per_device"] * world, 2)
+        got = [b.tokens[:, 0].tolist() for b in student_batches(
+            lambda: shard.iter_batches(batch_format="pyarrow", batch_size=config["per_device"] * world), n,
+            config["per_device"], world, rank, SEED, config["window"], config["start"], total, -1, 1)]
+        with open(f"{config['out']}/job{k}-rank{rank}.json", "w") as f:
+            json.dump(got, f)
+
+
+@pytest.mark.slow
+def test_ray_data_ingest_gives_every_rank_the_local_order(tmp_path):
+    """Each student's set as its own Ray Data dataset (`token_dataset`, `ordered_ingest`), read by 2 Ray
+    Train workers: every rank trains on exactly the rows the local stream (`data.iter_parts`) gives it,
+    over many small parts (many read tasks that could finish out of order) and two epochs, resumed mid-way."""
+    ray = pytest.importorskip("ray")
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from adk_ray.service.llm_train import ordered_ingest, token_dataset
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import tests/
+
+    sizes, per_device, window, start = (700, 90), 8, 128, 3
+    dirs = [str(tmp_path / f"set{k}") for k in range(len(sizes))]
+    for k, (d, n) in enumerate(zip(dirs, sizes)):
+        _write_tagged(d, n, 13, offset=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    temp = tempfile.mkdtemp(prefix="rtstr", dir="/tmp")
+    saved = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, _node_ip_address="127.0.0.1")
+    try:
+        TorchTrainer(_ingest_worker, train_loop_config={"sizes": sizes, "per_device": per_device, "window": window,
+                                                        "start": start, "out": str(out)},
+                     datasets={f"train-{k}": token_dataset(d) for k, d in enumerate(dirs)},
+                     dataset_config=ordered_ingest(), scaling_config=ScalingConfig(num_workers=2),
+                     run_config=RunConfig(name="ingest", storage_path=str(tmp_path / "ray_train"))).fit()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+        else:
+            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = saved
+    for k, (d, n) in enumerate(zip(dirs, sizes)):
+        total = total_steps(n, per_device * 2, 2)
+        for rank in range(2):
+            local = [b.tokens[:, 0].tolist() for b in student_batches(
+                lambda: token_data.iter_parts(d), n, per_device, 2, rank, SEED, window, start, total, -1, 1)]
+            with open(out / f"job{k}-rank{rank}.json") as f:
+                assert json.load(f) == local, (k, rank)
+            assert len(local) == total - start
