@@ -14,7 +14,9 @@ The only module of the LLM world that imports Ray. `RayBackend` implements the b
             checkpoint, random states, step and curve) and report it; a restarted group
             (FailureConfig(max_failures)) loads the latest one and continues from that iteration.
     train   `TorchTrainer(num_workers)`: each worker builds the student, wraps it with DeepSpeed (ZeRO-2,
-            bf16 on GPU; gloo and fp32 on CPU) and runs `worlds.llm.train.train_loop`. Every
+            bf16 on GPU; gloo and fp32 on CPU) and runs `worlds.llm.train.train_loop` on its slice of
+            the batches `worlds.llm.train.student_batches` cuts from the token set, streamed as a Ray
+            Data dataset (`token_dataset`, one per student, read whole by every rank). Every
             `checkpoint_every` steps all ranks save a DeepSpeed checkpoint (model, their optimizer partition,
             LR schedule, step) and report it; Ray merges the ranks' files into one checkpoint directory.
             A restarted worker group (FailureConfig(max_failures=1)) resumes from the latest one. Several
@@ -38,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 import ray
+import ray.data
 import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -131,7 +134,10 @@ class RayBackend:
         if not jobs:
             return
         t0 = time.perf_counter()
-        where, name = self._fit("train", train_students_worker, preset, vocab, jobs, preset.train.num_workers)
+        # One data set per student ("train-<k>", k its index in `jobs`, the list the workers walk).
+        datasets = {f"train-{k}": token_dataset(j.data_dir) for k, j in enumerate(jobs)}
+        where, name = self._fit("train", train_students_worker, preset, vocab, jobs, preset.train.num_workers,
+                                datasets=datasets)
         missing = [j.role for j in jobs if not is_trained(j.out_dir)]
         if missing:
             raise RuntimeError(f"Ray Train run {name} finished without students {', '.join(missing)}")
@@ -161,8 +167,10 @@ class RayBackend:
             if missing:
                 raise RuntimeError(f"Ray Train run {name} finished without {what} {', '.join(missing)}")
 
-    def _fit(self, kind: str, worker, preset: LLMPreset, vocab: Vocab, jobs: list, workers: int) -> tuple[str, str]:
-        """A TorchTrainer of `workers` workers running `worker` over `jobs`; returns (storage, run name)."""
+    def _fit(self, kind: str, worker, preset: LLMPreset, vocab: Vocab, jobs: list, workers: int,
+             datasets: dict | None = None) -> tuple[str, str]:
+        """A TorchTrainer of `workers` workers running `worker` over `jobs`; returns (storage, run name).
+        `datasets` (name: Ray Data dataset) go to every worker whole and in order (`ordered_ingest`)."""
         first = storage.canonical(jobs[0].out_dir)
         where = self.storage_path or storage.join(posixpath.dirname(posixpath.dirname(first.rstrip("/"))), "ray_train")
         fs, path = storage.resolve(where)
@@ -173,12 +181,44 @@ class RayBackend:
         # a run), through the filesystem adk_ray built for it (endpoint and timeouts included).
         trainer = TorchTrainer(
             worker, train_loop_config=config,
+            **({"datasets": datasets, "dataset_config": ordered_ingest()} if datasets else {}),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
             run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                                  failure_config=FailureConfig(max_failures=self.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)))
         trainer.fit()
         return where, name
+
+
+def token_dataset(directory: str) -> "ray.data.Dataset":
+    """A token set (`worlds.llm.data`) as a Ray Data dataset of its Parquet parts, rows in (chunk, row)
+    order: columns tokens, chunk, row (the order is checked again where it is consumed).
+
+    Read with Ray Data's first Parquet datasource (`use_datasource_v2` off for this read): the second one
+    buckets files round-robin by size, which does not keep the files' order; the first one splits the
+    sorted file list into contiguous read tasks. Read tasks take no CPU: the training workers may hold
+    every CPU of the cluster (the tiny preset's 2 workers on a 2-CPU Ray), where a 1-CPU read task would
+    wait for ever; reading Parquet is light next to a training step."""
+    ctx = ray.data.DataContext.get_current()
+    v2 = ctx.use_datasource_v2
+    ctx.use_datasource_v2 = False
+    try:
+        ds = ray.data.read_parquet(token_data.part_files(directory), filesystem=token_data.filesystem(directory),
+                                   columns=["tokens", "chunk", "row"], num_cpus=0)
+    finally:
+        ctx.use_datasource_v2 = v2
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
+def ordered_ingest() -> ray.train.DataConfig:
+    """Ray Train's data config for the token sets: no dataset is split (each rank reads the whole stream
+    and keeps its own slice of each global batch, so the order is the same for any number of workers and
+    equals the local backend's), blocks in order (preserve_order: a block that finishes early must not
+    overtake one before it)."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(datasets_to_split=[], execution_options=options)
 
 
 def _worker_setup() -> tuple[int, int, object]:
@@ -265,16 +305,22 @@ def pad_worker(config: dict) -> None:
 def train_students_worker(config: dict) -> None:
     """One Ray Train worker: for each job not yet finished, a DeepSpeed engine and the world's train loop.
 
+    Job k's token set is the Ray Data dataset "train-<k>" (`token_dataset`, not split): every epoch each
+    rank iterates the whole of it as Arrow batches and `student_batches` keeps the rank's slice of each
+    global batch, so memory follows the shuffle window and the batch, not the set.
+
     Checkpoints (every preset.train.checkpoint_every steps) hold the DeepSpeed state of the current job
     plus progress.json {job, step}; a finished job's model is written by rank 0 straight to its out_dir
     (then every rank passes a report, so all ranks see it before moving on), which is how a restarted
-    group knows to skip it.
+    group knows to skip it. train.json records peak_rss_mb: rank 0's peak resident memory (ru_maxrss,
+    the process's whole life, so a later job's figure includes the earlier ones') when the job ends.
     """
+    import resource
+
     import torch
 
-    from adk_ray.worlds.llm.data import read_tokens
     from adk_ray.worlds.llm.models import build_model, save_model
-    from adk_ray.worlds.llm.train import student_engine, total_steps, train_loop
+    from adk_ray.worlds.llm.train import student_batches, student_engine, total_steps, train_loop
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -298,8 +344,8 @@ def train_students_worker(config: dict) -> None:
         if is_trained(job.out_dir):
             continue
         t0 = time.perf_counter()
-        data = read_tokens(job.data_dir, vocab.pad_id, sequence_width(preset, vocab))
-        total = total_steps(len(data), s.per_device_batch * world, s.epochs)
+        n = token_data.num_rows(job.data_dir)
+        total = total_steps(n, s.per_device_batch * world, s.epochs)
         device = ray.train.torch.get_device() if on_gpu else None
         engine = student_engine(build_model(job.spec, vocab, job.seed), s, total, device, world_size=world)
         init_seconds = time.perf_counter() - t0
@@ -327,8 +373,15 @@ def train_students_worker(config: dict) -> None:
                 hook({"kind": "train", "role": job.role, "rank": rank, "world_size": world, "step": step,
                       "resumed_from": start, "run_dir": config["run_dir"]})
 
-        loss = train_loop(engine, data, s, job.seed, rank, world, start, total, on_step)
-        final = metrics(total, loss)
+        shard = ray.train.get_dataset_shard(f"train-{k}")
+        # Ray Data batches of one global batch's rows: their boundaries do not matter (the stream is
+        # re-cut into windows), their size bounds what is held beside the window.
+        batches = student_batches(
+            lambda shard=shard: shard.iter_batches(batch_format="pyarrow", batch_size=s.per_device_batch * world),
+            n, s.per_device_batch, world, rank, job.seed, s.shuffle_window, start, total, vocab.pad_id,
+            sequence_width(preset, vocab))
+        loss = train_loop(engine, batches, start, total, on_step)
+        final = {**metrics(total, loss), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if rank == 0:
             save_model(engine.module.model.float(), job.out_dir, student_info(job, preset))
             write_train_info(job.out_dir, {**final, "world_size": world,

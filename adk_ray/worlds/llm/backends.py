@@ -32,7 +32,7 @@ from adk_ray.worlds.llm.engine import TorchEngine
 from adk_ray.worlds.llm.models import Vocab, build_model, count_params, save_model
 from adk_ray.worlds.llm.presets import LLMPreset, ModelSpec
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard
-from adk_ray.worlds.llm.train import student_engine, total_steps, train_loop
+from adk_ray.worlds.llm.train import student_batches, student_engine, total_steps, train_loop
 
 TRAIN_INFO = "train.json"
 RESUME_DIR = "resume"      # LocalBackend: an aligner's latest resume state, inside its out_dir
@@ -173,11 +173,14 @@ class LocalBackend:
         # One process stands in for preset.train.num_workers workers: same global batch, same rows per step.
         s = dataclasses.replace(preset.train, per_device_batch=preset.train.per_device_batch * preset.train.num_workers)
         t0 = time.perf_counter()
-        data = token_data.read_tokens(job.data_dir, vocab.pad_id, sequence_width(preset, vocab))
-        total = total_steps(len(data), s.per_device_batch, s.epochs)
+        n = token_data.num_rows(job.data_dir)
+        total = total_steps(n, s.per_device_batch, s.epochs)
         engine = student_engine(build_model(job.spec, vocab, job.seed), s, total, device_for(preset))
+        # The set streams part by part (memory: one shuffle window and a batch, whatever its size).
+        batches = student_batches(lambda: token_data.iter_parts(job.data_dir), n, s.per_device_batch, 1, 0,
+                                  job.seed, s.shuffle_window, 0, total, vocab.pad_id, sequence_width(preset, vocab))
         losses = []
-        train_loop(engine, data, s, job.seed, 0, 1, 0, total,
+        train_loop(engine, batches, 0, total,
                    on_step=lambda step, loss, lr: losses.append(float(loss)) if step % 10 == 0 or step == total
                    else None)
         save_model(engine.module.model.float(), job.out_dir, student_info(job, preset))

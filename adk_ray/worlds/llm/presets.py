@@ -177,10 +177,16 @@ class TrainSettings:
     loss: str = "hf"
     """'hf' (the model's own causal-LM loss) or 'chunked' (lm_head + cross-entropy in checkpointed chunks,
     never materialising the [B, T, vocab] fp32 logits)."""
+    shuffle_window: int = 16384
+    """Rows shuffled together: training streams its token set and permutes consecutive windows of this
+    many rows (`train.epoch_batches`), so memory follows the window, not the set. A set of at most this
+    many rows is shuffled as a whole, exactly as when training loaded it into memory."""
 
     def __post_init__(self) -> None:
         if self.loss not in ("hf", "chunked"):
             raise ValueError(f"loss must be 'hf' or 'chunked', got {self.loss!r}")
+        if self.shuffle_window < 1:
+            raise ValueError("shuffle_window must be >= 1")
         if not (0 <= self.warmup_frac and 0 <= self.decay_frac and self.warmup_frac + self.decay_frac <= 1):
             raise ValueError("warmup_frac and decay_frac must be >= 0 and sum to <= 1")
 
