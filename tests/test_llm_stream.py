@@ -222,7 +222,7 @@ def test_ray_data_ingest_gives_every_rank_the_local_order(tmp_path):
     try:
         TorchTrainer(_ingest_worker, train_loop_config={"sizes": sizes, "per_device": per_device, "window": window,
                                                         "start": start, "out": str(out)},
-                     datasets={f"train-{k}": token_dataset(d) for k, d in enumerate(dirs)},
+                     datasets={f"train-{k}": token_dataset(d, 100) for k, d in enumerate(dirs)},
                      dataset_config=ordered_ingest(), scaling_config=ScalingConfig(num_workers=2),
                      run_config=RunConfig(name="ingest", storage_path=str(tmp_path / "ray_train"))).fit()
     finally:

@@ -32,6 +32,7 @@ Ray Train's checkpoints go to the same storage (`RunConfig(storage_path, storage
 from __future__ import annotations
 
 import json
+import math
 import os
 import posixpath
 import tempfile
@@ -135,7 +136,7 @@ class RayBackend:
             return
         t0 = time.perf_counter()
         # One data set per student ("train-<k>", k its index in `jobs`, the list the workers walk).
-        datasets = {f"train-{k}": token_dataset(j.data_dir) for k, j in enumerate(jobs)}
+        datasets = {f"train-{k}": token_dataset(j.data_dir, preset.train.shuffle_window) for k, j in enumerate(jobs)}
         where, name = self._fit("train", train_students_worker, preset, vocab, jobs, preset.train.num_workers,
                                 datasets=datasets)
         missing = [j.role for j in jobs if not is_trained(j.out_dir)]
@@ -190,7 +191,7 @@ class RayBackend:
         return where, name
 
 
-def token_dataset(directory: str) -> "ray.data.Dataset":
+def token_dataset(directory: str, rows_per_read: int) -> "ray.data.Dataset":
     """A token set (`worlds.llm.data`) as a Ray Data dataset of its Parquet parts, rows in (chunk, row)
     order: columns tokens, chunk, row (the order is checked again where it is consumed).
 
@@ -198,13 +199,19 @@ def token_dataset(directory: str) -> "ray.data.Dataset":
     buckets files round-robin by size, which does not keep the files' order; the first one splits the
     sorted file list into contiguous read tasks. Read tasks take no CPU: the training workers may hold
     every CPU of the cluster (the tiny preset's 2 workers on a 2-CPU Ray), where a 1-CPU read task would
-    wait for ever; reading Parquet is light next to a training step."""
+    wait for ever; reading Parquet is light next to a training step. One read task per ~`rows_per_read`
+    rows (the shuffle window: a task's blocks are about what a worker holds anyway), not Ray Data's
+    default of one per part: a task costs ~0.1–0.5 s of scheduling, and the first window waited for
+    196 of them (~100 s on 2 busy cores for 50 000 rows, benchmarks/llm_data_scale.py) against ~1 s
+    for 4."""
+    parts = token_data.part_files(directory)
+    tasks = max(1, min(len(parts), math.ceil(token_data.num_rows(directory) / max(1, rows_per_read))))
     ctx = ray.data.DataContext.get_current()
     v2 = ctx.use_datasource_v2
     ctx.use_datasource_v2 = False
     try:
-        ds = ray.data.read_parquet(token_data.part_files(directory), filesystem=token_data.filesystem(directory),
-                                   columns=["tokens", "chunk", "row"], num_cpus=0)
+        ds = ray.data.read_parquet(parts, filesystem=token_data.filesystem(directory),
+                                   columns=["tokens", "chunk", "row"], num_cpus=0, override_num_blocks=tasks)
     finally:
         ctx.use_datasource_v2 = v2
     ds.context.execution_options.preserve_order = True
