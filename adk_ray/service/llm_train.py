@@ -215,6 +215,9 @@ def token_dataset(directory: str, rows_per_read: int) -> "ray.data.Dataset":
     finally:
         ctx.use_datasource_v2 = v2
     ds.context.execution_options.preserve_order = True
+    # A sweep shows one progress bar (its trials'); each worker's per-dataset bars would interleave with
+    # it in the driver's output, several per student and epoch.
+    ds.context.enable_progress_bars = False
     return ds
 
 
