@@ -2,8 +2,8 @@
 
 Unit checks of what the synthetic bigram world could not catch (real attention in the cached decode,
 the GGUF tokenizer's cost, fp32 scoring), then `llm_ppo` and `llm_dpo` with `--smoke --set
-preset=gguf-smoke` end to end on one embedded Ray and one storage (the second sweep reuses the first's
-p*, p', p'' and p_target from <storage>/llm_cache), their text samples, and the dashboard's "Text
+preset=gguf-smoke --set iterations=4` end to end in one command (one embedded Ray, one storage: the second
+sweep reuses the first's p*, p', p'' and p_target from <storage>/llm_cache), their text samples, and the dashboard's "Text
 samples" section in headless Chromium.
 """
 from __future__ import annotations
@@ -30,6 +30,8 @@ SMOKE = get_preset("gguf-smoke")
 MODELS = {("K-A", "p_prime"), ("A-K", "p_prime"), ("K-A", "p_dprime"), ("K-A", "final"), ("A-K", "aligned"),
           ("A-K", "final")}
 METRICS = ("final_average_reward", "target_precision", "overall_precision", "overall_recall")
+ITERATIONS = 4
+"""Alignment iterations of the end-to-end sweeps (one count: one A-K distillation per sweep)."""
 SAMPLE_MODELS = {"p*", "p'", "p''", "p''_KA", "p'_AK", "p''_AK"}
 
 
@@ -167,15 +169,14 @@ def test_gpu_check_script_parses_and_refuses_bad_input(tmp_path):
 
 @pytest.fixture(scope="module")
 def gguf_storage(run_sweep, tmp_path_factory) -> Path:
-    """One storage for `llm_ppo` and `llm_dpo` on gguf-smoke (the second reuses the first's cast)."""
+    """One storage for `llm_ppo` and `llm_dpo` on gguf-smoke, run by one command (the multi-sweep CLI: one
+    Ray session; the second sweep reuses the first's cast), at one iteration count."""
     storage = tmp_path_factory.mktemp("gguf_storage")
-    walls = {}
-    for name in ("llm_ppo", "llm_dpo"):
-        t0 = time.monotonic()
-        proc = run_sweep(name, "--smoke", "--set", "preset=gguf-smoke", "--storage", str(storage), timeout=600)
-        walls[name] = time.monotonic() - t0
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    print("gguf-smoke sweep walls:", {k: round(v) for k, v in walls.items()})
+    t0 = time.monotonic()
+    proc = run_sweep("llm_ppo", "llm_dpo", "--smoke", "--set", "preset=gguf-smoke", "--set", f"iterations={ITERATIONS}",
+                     "--storage", str(storage), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    print(f"gguf-smoke llm_ppo + llm_dpo: {time.monotonic() - t0:.0f} s")
     return storage
 
 
@@ -193,10 +194,10 @@ def test_gguf_smoke_sweep_rows_and_samples(name, gguf_storage):
     # recall (each student puts at least unigram-level mass on p*'s text)
     assert (models.overall_recall < 0).all() and (models.overall_recall > -10.8).all()
     picked = models[models.stage.isin(["final", "aligned"])]
-    assert picked.selected_step.between(1, 8).all()                 # --smoke: 8 iterations
+    assert picked.selected_step.between(1, ITERATIONS).all()
     curve = rows[rows.stage == "selection_curve"]
     assert set(curve.pipeline) == {"K-A", "A-K"}
-    assert sorted(curve[curve.pipeline == "K-A"].step) == list(range(1, 9))
+    assert sorted(curve[curve.pipeline == "K-A"].step) == list(range(1, ITERATIONS + 1))
     assert (curve.margin if name == "llm_dpo" else curve.reward_std).notna().all()
 
     samples = ds.dataset(str(gguf_storage / name / "samples")).to_table().to_pandas()
