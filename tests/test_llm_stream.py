@@ -1,7 +1,8 @@
 """Student training streams its token set (`worlds.llm.train.epoch_batches` / `student_batches`).
 
 Rows are tagged by their position in the set: row i is the one-token sequence [i], so a padded batch's
-first column names the rows it holds. No Ray: the order is a pure function of the stream.
+first column names the rows it holds. The order is a pure function of the stream, tested without Ray;
+one test then checks that Ray Data's ingest in Ray Train workers delivers exactly that order.
 """
 from __future__ import annotations
 
