@@ -160,13 +160,6 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def listdir(location: str) -> list[str]:
-    """Names directly under a directory location, sorted ([] when there is none)."""
-    fs, path = resolve(location)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return sorted(posixpath.basename(i.path) for i in infos)
-
-
 def remove(location: str) -> None:
     """Delete a file or a directory tree; nothing when it is absent."""
     fs, path = resolve(location)
