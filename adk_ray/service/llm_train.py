@@ -327,19 +327,10 @@ def train_students_worker(config: dict) -> None:
     """
     import resource
 
-    import torch
-
     from adk_ray.worlds.llm.models import build_model, save_model
     from adk_ray.worlds.llm.train import student_batches, student_engine, total_steps, train_loop
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))
-    os.environ.setdefault("RANK", str(rank))
-    os.environ.setdefault("WORLD_SIZE", str(world))
-    on_gpu = torch.cuda.is_available()
-    if not on_gpu:
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    rank, world, device = _worker_setup()
     preset, vocab = config["preset"], config["vocab"]
     s = preset.train
     restored = ray.train.get_checkpoint()
@@ -356,7 +347,6 @@ def train_students_worker(config: dict) -> None:
         t0 = time.perf_counter()
         n = token_data.num_rows(job.data_dir)
         total = total_steps(n, s.per_device_batch * world, s.epochs)
-        device = ray.train.torch.get_device() if on_gpu else None
         engine = student_engine(build_model(job.spec, vocab, job.seed), s, total, device, world_size=world)
         init_seconds = time.perf_counter() - t0
         start = 0

@@ -42,7 +42,7 @@ from adk_ray.objectives.rl import masked_mean
 from adk_ray import storage
 from adk_ray.storage import write_json
 from adk_ray.worlds.llm.aligners import ALIGNERS, Batch, aligner, load_pair_pool, rank_shares, select_checkpoint
-from adk_ray.worlds.llm.models import MODEL_INFO, Vocab, load_model, save_model
+from adk_ray.worlds.llm.models import MODEL_INFO, Vocab, load_model, model_info, save_model
 from adk_ray.worlds.llm.responses import (folded_reward, module_logprobs, response_mask, sample_responses,
                                           token_logprobs)
 from adk_ray.worlds.llm.sampling import Decoder
@@ -177,7 +177,7 @@ def _mean_over_ranks(stats: dict, world: int, device: torch.device) -> dict:
 
 def _model_info(directory: str) -> dict:
     try:
-        return storage.read_json_at(storage.join(directory, MODEL_INFO))
+        return model_info(directory)
     except FileNotFoundError:
         return {}
 

@@ -149,11 +149,11 @@ def pad_batch(table: pa.Table, pad_id: int, width: int | None = None) -> TokenSe
     return TokenSet(tokens, lengths, {})
 
 
-def iter_parts(directory: str, columns: list[str] | None = None):
+def iter_parts(directory: str, columns: list[str] | None = None, parts: list[str] | None = None):
     """The set's parts one at a time as Arrow tables, in (chunk, row) order: a stream whose memory is one
-    part (one sampling chunk), however large the set."""
+    part (one sampling chunk), however large the set. `parts` (paths from `part_files`) restricts it."""
     fs = filesystem(directory)
-    for path in part_files(directory):
+    for path in part_files(directory) if parts is None else parts:
         table = pq.read_table(path, filesystem=fs, columns=columns)
         yield table.sort_by([("chunk", "ascending"), ("row", "ascending")])
 

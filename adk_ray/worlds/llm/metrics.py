@@ -21,7 +21,7 @@ import torch
 from adk_ray.columns import METRICS  # noqa: F401 - the keys `model_metrics` returns
 from adk_ray.objectives.kd import fold_reward, nll_reward
 from adk_ray import storage
-from adk_ray.worlds.llm.data import TokenSet
+from adk_ray.worlds.llm.data import TokenSet, iter_parts, pad_batch
 from adk_ray.worlds.llm.models import Vocab, load_model
 
 REWARD_FILE = "reward.json"
@@ -52,14 +52,10 @@ def score_dataset(model_dir: str, data_dir: str, vocab: Vocab, dtype: str = "flo
     """Pure per-worker scoring: load the model and score a token set (a location) part by part, in (chunk,
     row) order; `parts` (paths from `data.part_files`) restricts it to some parts. Memory holds one part
     and one batch, never the whole set."""
-    from adk_ray.worlds.llm.data import filesystem, pad_batch, part_files
-    import pyarrow.parquet as pq
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_dir, dtype=dtype, device=device)
-    fs, out = filesystem(data_dir), []
-    for path in part_files(data_dir) if parts is None else parts:
-        table = pq.read_table(path, filesystem=fs).sort_by([("chunk", "ascending"), ("row", "ascending")])
-        out.append(sequence_logliks(model, pad_batch(table, vocab.pad_id), len(vocab.prompt_ids), batch_size))
+    out = [sequence_logliks(model, pad_batch(table, vocab.pad_id), len(vocab.prompt_ids), batch_size)
+           for table in iter_parts(data_dir, parts=parts)]
     return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -170,7 +170,8 @@ def sample_shard(model_dir: str, out_dir: str, vocab: Vocab, chunks: list[int], 
     most the chunk it was drawing; a re-run skips the rest. `out_dir` and `model_dir` are locations (local
     paths or URIs). Pure (no Ray): the service runs it as a Ray task per GPU / CPU process, the local
     backend directly. Returns the chunks it drew."""
-    todo = [c for c in chunks if c not in token_data.finished_chunks(out_dir)]
+    done = token_data.finished_chunks(out_dir)
+    todo = [c for c in chunks if c not in done]
     if not todo:
         return []
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
