@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import posixpath
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -63,9 +64,7 @@ class Trackers:
         out = []
         for name in dict.fromkeys(self.names):
             if name == "mlflow":
-                from ray.air.integrations.mlflow import MLflowLoggerCallback
-                out.append(MLflowLoggerCallback(tracking_uri=self.mlflow_uri(location), experiment_name=sweep,
-                                                tags={"sweep": sweep}))
+                out.append(_mlflow_callback(self.mlflow_uri(location), sweep))
             elif name == "wandb":
                 from ray.air.integrations.wandb import WandbLoggerCallback
                 # Offline unless the user asked otherwise: no network, no API key (wandb sync uploads later).
@@ -75,6 +74,40 @@ class Trackers:
             elif name == "tensorboard":
                 out.append(_tensorboard_callback(location))
         return out
+
+
+def _mlflow_callback(tracking_uri: str | None, sweep: str):
+    """Tune's MLflowLoggerCallback, writing each result in one `log_batch` call. Tune's own callback logs
+    every metric and parameter with a call of its own, one SQLite transaction each, in the driver's loop:
+    a smoke sweep's ~30 curve points of ~25 metrics took 80 s of a 105 s sweep that way."""
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
+    from ray.tune.utils import flatten_dict
+
+    def chunks(items: list, size: int):
+        return (items[i:i + size] for i in range(0, len(items), size))
+
+    class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
+        def log_trial_start(self, trial):
+            if trial not in self._trial_runs:
+                run = self.mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
+                self._trial_runs[trial] = run.info.run_id
+            params = [Param(k, str(v)) for k, v in flatten_dict(trial.config).items()]
+            client = self.mlflow_util._get_client()
+            for part in chunks(params, MAX_PARAMS_TAGS_PER_BATCH):
+                client.log_batch(self._trial_runs[trial], params=part)
+
+        def log_trial_result(self, iteration, trial, result):
+            step = result.get(TIMESTEPS_TOTAL) or result[TRAINING_ITERATION]
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, v, now, step) for k, v in self.mlflow_util._parse_dict(flatten_dict(result)).items()]
+            client = self.mlflow_util._get_client()
+            for part in chunks(metrics, MAX_METRICS_PER_BATCH):
+                client.log_batch(self._trial_runs[trial], metrics=part)
+
+    return BatchedMLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=sweep, tags={"sweep": sweep})
 
 
 def _tensorboard_callback(location: str):
