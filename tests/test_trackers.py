@@ -4,8 +4,8 @@
   local store (<storage>/<sweep>/mlflow.db, no server, no network); read back with MLflow's own client
   and checked against the Parquet rows the same sweep wrote;
 * the Ray dashboard of its embedded cluster: the CLI names its address and the token command; headless
-  Chromium logs in with that token and finds the running trials' actors named by their grid points
-  (the screenshot is docs/img/ray_dashboard_actors.png when ADK_RAY_UPDATE_DOCS=1).
+  Chromium logs in with that token and finds, in the sweep job's Task Table, the trials' tasks named by
+  their grid points (the screenshot is docs/img/ray_dashboard_tasks.png when ADK_RAY_UPDATE_DOCS=1).
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import pandas as pd
 import pytest
@@ -25,12 +24,13 @@ from tests.conftest import REPO
 
 mlflow = pytest.importorskip("mlflow")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SHOT = REPO / "docs" / "img" / "ray_dashboard_actors.png"
+SHOT = REPO / "docs" / "img" / "ray_dashboard_tasks.png"
 
 
 def _dashboard_shows_trials(url: str, env: dict, shot) -> list[str]:
-    """Log in to the Ray dashboard with the token `ray get-auth-token` prints, wait on its Actors page for
-    trial actors whose repr is a grid point, screenshot it; the reprs seen."""
+    """Log in to the Ray dashboard with the token `ray get-auth-token` prints, open the sweep's job, its Task
+    Table filtered to the tasks that run trials, wait for tasks named by their grid points, screenshot it;
+    the names seen. (MoG trials run as tasks named after them on reused workers: World.warm_workers.)"""
     from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.common.exceptions import TimeoutException
@@ -40,26 +40,27 @@ def _dashboard_shows_trials(url: str, env: dict, shot) -> list[str]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for f in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-dev-shm-usage", "--window-size=1400,760"):
+              "--disable-component-update", "--disable-dev-shm-usage", "--window-size=1400,900"):
         opts.add_argument(f)
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts)
+    wait = WebDriverWait(driver, 60, poll_frequency=1, ignored_exceptions=(TimeoutException,))
     try:
-        driver.get(url + "/#/actors")
-        box = WebDriverWait(driver, 60).until(lambda d: d.find_elements(
-            By.XPATH, "//input[@placeholder='Enter your authentication token']"))[0]
+        driver.get(url + "/#/jobs")
+        box = wait.until(lambda d: d.find_elements(By.XPATH, "//input[@placeholder='Enter your authentication token']"))[0]
         box.send_keys(token)
         driver.find_element(By.XPATH, "//button[normalize-space()='Submit' or normalize-space()='SUBMIT']").click()
-        last_refresh = [time.monotonic()]
+        # The sweep's driver is the cluster's first job.
+        wait.until(lambda d: d.find_elements(By.XPATH, "//a[normalize-space()='01000000']"))[0].click()
+        wait.until(lambda d: d.find_elements(By.XPATH, "//*[normalize-space(text())='Task Table']"))[0].click()
+        label = wait.until(lambda d: d.find_elements(By.XPATH, "//label[normalize-space()='Function or Class Name']"))[0]
+        driver.find_element(By.ID, label.get_attribute("for")).send_keys("_run_task")
 
         def trials_shown(d):
-            # The page polls Ray itself; a reload every 10 s only covers a missed poll. A reload that
-            # times out on a loaded machine is retried, not a failure.
-            if time.monotonic() - last_refresh[0] > 10:
-                last_refresh[0] = time.monotonic()
-                d.refresh()
             return re.findall(r"beta=[0-9.]+,iterations=[0-9/]+", d.page_source)
 
         WebDriverWait(driver, 90, poll_frequency=1, ignored_exceptions=(TimeoutException,)).until(trials_shown)
+        table = driver.find_element(By.XPATH, "//*[normalize-space(text())='Task Table']")
+        driver.execute_script("arguments[0].scrollIntoView()", table)
         driver.save_screenshot(str(shot))
         return re.findall(r"beta=[0-9.]+,iterations=[0-9/]+", driver.page_source)
     finally:

@@ -81,17 +81,18 @@ def point_name(point: dict) -> str:
     return ",".join(f"{k}={text(v)}" for k, v in shown.items()) or point.get("trial_id", "trial")
 
 
-def named_trainable(trainable):
-    """The trainable as Tune's function-trainable class, with the trial's name as the actor's repr: Ray
-    shows an actor's `__repr__` in the dashboard's actor list and as its log prefix, where Tune's own
-    class would show only the function's name for every trial."""
+def named_trainable(trainable, name: str | None = None):
+    """The trainable as Tune's function-trainable class, with the trial's name (or `name`) as the actor's
+    repr: Ray shows an actor's `__repr__` in the dashboard's actor list and as its log prefix, where Tune's
+    own class would show only the function's name for every trial. Ray reads the repr once, when the actor
+    starts, so an actor Tune reuses for later trials takes `name` (their tasks carry the trials' names)."""
     from ray.tune.trainable import wrap_function
 
     base = wrap_function(trainable)
 
     class Trial(base):
         def __repr__(self):
-            return self.trial_name or super().__repr__()
+            return name or self.trial_name or super().__repr__()
 
     Trial.__name__ = Trial.__qualname__ = base._name
     return Trial

@@ -36,6 +36,11 @@ class RayOptions:
             return {"cpu": self.cpus_per_trial}
         return {"cpu": 0, "memory": DRIVER_MEMORY}
 
+    def warm_trial_bundles(self) -> list[dict]:
+        """A warm-worker trial's placement group (`World.warm_workers`): bundle 0 for the Tune actor that
+        only waits (no CPU; Tune's bundles may not be empty), bundle 1 for the task that runs the world."""
+        return [{"CPU": 0, "memory": DRIVER_MEMORY}, {"CPU": self.cpus_per_trial or 0, "memory": DRIVER_MEMORY}]
+
     def for_world(self, world: World) -> "RayOptions":
         """The world's defaults (`World.cpus_per_trial`, `World.max_concurrent`) where the user gave none."""
         return dataclasses.replace(

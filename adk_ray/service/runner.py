@@ -104,7 +104,8 @@ def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOpti
     _fit(trainable, {"trial": tune.grid_search(points)}, tune.TuneConfig(
         max_concurrent_trials=opts.max_concurrent,
         trial_name_creator=lambda trial: _grid_name(trial, with_sweep=len(ctxs) > 1),
-        trial_dirname_creator=lambda trial: trial.trial_id), name, opts, callbacks)
+        trial_dirname_creator=lambda trial: trial.trial_id), name, opts, callbacks,
+        warm=next(iter(ctxs.values())).meta.world.warm_workers)
 
 
 def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: TrialContext,
@@ -112,15 +113,23 @@ def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: 
     trainable = tune.with_parameters(search_trial, ctx=ctx, base=base, search=search)
     _fit(trainable, {}, tune.TuneConfig(
         search_alg=searcher, num_samples=num_samples, max_concurrent_trials=opts.max_concurrent,
-        trial_dirname_creator=lambda trial: trial.trial_id), ctx.meta.sweep, opts, callbacks)
+        trial_dirname_creator=lambda trial: trial.trial_id), ctx.meta.sweep, opts, callbacks,
+        warm=ctx.meta.world.warm_workers)
 
 
 def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, name: str, opts: RayOptions,
-         callbacks: list) -> None:
+         callbacks: list, warm: bool) -> None:
+    """One Tuner; `warm`: the world's trials run as named tasks on reused workers (`World.warm_workers`)."""
     tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{name}_")
+    if warm:  # the trial's task carries its name; the reused actor that waits on it is one of a few
+        trainable, resources = named_trainable(trainable, "trial runner"), tune.PlacementGroupFactory(
+            opts.warm_trial_bundles())
+        tune_config = dataclasses.replace(tune_config, reuse_actors=True)
+    else:
+        trainable, resources = named_trainable(trainable), opts.trial_resources()
     try:
         tuner = tune.Tuner(
-            tune.with_resources(named_trainable(trainable), opts.trial_resources()),
+            tune.with_resources(trainable, resources),
             param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(name=name, storage_path=tune_dir, verbose=0, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))

@@ -6,7 +6,10 @@ summary with each stored model's metrics (trackers.py names them), and the objec
 """
 from __future__ import annotations
 
+import ray
 from ray import tune
+from ray.util.placement_group import get_current_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from adk_ray.service.execute import TrialContext, run_and_store
 from adk_ray.service.objective import objective
@@ -20,14 +23,31 @@ def grid_trial(config: dict, *, ctxs: dict[str, TrialContext]) -> None:
     point = config["trial"]
     ctx = ctxs[point["sweep"]]
     cfg = ctx.meta.world.config.from_dict(point["config"])
-    _report(run_and_store(cfg, ctx), ctx, {})
+    _report(_run(cfg, ctx), ctx, {})
 
 
 def search_trial(config: dict, *, ctx: TrialContext, base: dict, search: SearchSpec) -> None:
     """`config` holds the searched fields Optuna proposed; `base` the fixed ones."""
     cfg = ctx.meta.world.config.from_dict({**base, **config})
-    table = run_and_store(cfg, ctx)
+    table = _run(cfg, ctx)
     _report(table, ctx, objective(table, search))
+
+
+def _run(cfg, ctx: TrialContext):
+    """`run_and_store` here, or for a warm-worker world (`World.warm_workers`) in a task named after the
+    trial, in the second bundle of the trial's placement group (runner.py reserves it): Ray hands the task
+    a pooled worker that earlier trials already warmed up."""
+    if not ctx.meta.world.warm_workers:
+        return run_and_store(cfg, ctx)
+    pg = get_current_placement_group()
+    task = _run_task.options(name=tune.get_context().get_trial_name(), num_cpus=pg.bundle_specs[1].get("CPU", 0),
+                             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1))
+    return ray.get(task.remote(cfg, ctx))
+
+
+@ray.remote(max_retries=0)  # a worker lost with its node fails the trial, which Tune retries (runner.TRIAL_RETRIES)
+def _run_task(cfg, ctx: TrialContext):
+    return run_and_store(cfg, ctx)
 
 
 def _report(table, ctx: TrialContext, objective_values: dict) -> None:

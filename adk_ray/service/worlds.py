@@ -56,6 +56,11 @@ class World:
     cache_on_storage: bool = False
     """With object storage, whether the cache lives there too (every node of a cluster reads what another
     wrote) or under a node-local temp dir (a local disk cache with file locks)."""
+    warm_workers: bool = False
+    """Run each trial's world in a Ray task named after the trial, on a pooled worker process that later
+    trials reuse, driven by a reused Tune actor (runner.py): a fresh actor per trial costs ~2 s of Tune's
+    actor lifecycle and ~2 s of importing torch (benchmarks/trial_overhead.py), which is as long as a
+    short MoG trial's own work. Off: each trial runs in a fresh Tune actor named after it."""
 
 
 def _run_mog(cfg: MoGTrialConfig, cache_dir: str) -> TrialResult:
@@ -80,7 +85,7 @@ MOG = World(
         "eval_every": 10}),  # eval_every 10: a 30-step run still draws a curve
     # single-threaded trials, as many at once as CPUs; every MoG sweep of one storage shares one cache
     # (<storage>/mog_cache: its keys name everything a stage reads, so mog_ppo's p' serves mog_dpo too)
-    cpus_per_trial=1.0, max_concurrent=None, cache="mog_cache")
+    cpus_per_trial=1.0, max_concurrent=None, cache="mog_cache", warm_workers=True)
 
 LLM = World(
     name="llm", config=LLMTrialConfig, run=_run_llm,
