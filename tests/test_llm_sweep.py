@@ -73,10 +73,8 @@ def _check_every_model(rows, trials) -> None:
 # llm_ppo and llm_dpo run end to end on real weights (gguf-smoke) in tests/test_llm_gguf.py, which also
 # opens their dashboard in Chromium; on the tiny preset only llm_pad runs here (PAD's mechanism test),
 # reduced to its two PAD trials: p'' by seqkd with A-K's last KD by VPD, and VPD for both (the seqkd-only
-# trials are the chain llm_ppo already runs), at the smoke form's one iteration count, so that the seqkd-p''
-# trial's two alignment runs are the very runs `llm_ppo --smoke` needs (the quickstart notebook's test
-# finds them in the shared llm_cache).
-PAD_SETS = ("kd_method=pad_vpd", "final_kd_method=pad_vpd")
+# trials are the chain llm_ppo already runs), at one iteration count (one A-K distillation per trial).
+PAD_SETS = ("kd_method=pad_vpd", "final_kd_method=pad_vpd", "iterations=4")
 
 
 @pytest.mark.slow
