@@ -6,9 +6,10 @@ the worlds). Each variant runs in its own subprocess with its own Ray; every fig
 
     python benchmarks/trial_overhead.py [--trials 8]
 
-Why it matters (#17): a sweep of many short trials on a small machine pays this per trial. With fresh
-actors the Ray dashboard lists each trial's actor under its grid point (service/progress.py); a reused
-actor keeps the name of the first trial it ran, which is why run_grid does not reuse them.
+Why it matters (#17): a sweep of many short trials on a small machine pays this per trial. A reused
+actor keeps the name of the first trial it ran in the Ray dashboard, so a world with `warm_workers`
+(service/worlds.py) reuses actors and runs each trial's world in a task named after the trial, on a
+pooled worker that keeps its imports; other worlds keep a fresh actor per trial, named by its grid point.
 """
 from __future__ import annotations
 

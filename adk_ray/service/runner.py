@@ -139,7 +139,8 @@ def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, name: str, 
 
 
 def _grid_name(trial, with_sweep: bool = False) -> str:
-    """The grid point, e.g. `beta=0.5,iterations=300` (Tune's tables, the Ray dashboard's actor list),
+    """The grid point, e.g. `beta=0.5,iterations=300` (Tune's tables; in the Ray dashboard the trial's task,
+    or its actor where the world has no warm workers),
     after its sweep's name (`mog_ppo:beta=0.5,...`) when one Tuner runs several sweeps."""
     from adk_ray.service.progress import point_name
     point = trial.config["trial"]
