@@ -1,4 +1,4 @@
-"""CPU time of one step of each MoG aligner and of the SFT/KD fit, at a sweep's batch shape.
+"""CPU time of one step of each MoG aligner, of the SFT/KD fit and of the PAD KD fits, at a sweep's batch shape.
 
 T = 2 × seeds runs (both pipelines), batch 256, π_ref = p' after 600 SFT steps (narrow components, as
 in a sweep: a fresh initialisation would hide the slow paths of far components). Each figure is the
@@ -22,6 +22,8 @@ import torch
 from adk_ray.worlds.mog import model, stages, truth
 from adk_ray.worlds.mog.aligners import ALIGNERS, AlignSettings, Run
 from adk_ray.worlds.mog.config import MoGTrialConfig
+from adk_ray.worlds.mog.kd_methods import KD_METHODS
+from adk_ray.worlds.mog.slices import slice_of
 from adk_ray.worlds.mog.noise import NoiseStream
 
 STEPS = ("ppo", "grpo", "dpo_online", "dpo_offline", "ipo_online")
@@ -55,6 +57,11 @@ def measure(n_seeds: int, n_steps: int) -> dict[str, float]:
     def fit() -> None:  # one step of stages.fit_to_samples
         stages.step(opt, -model.log_prob(student, model.sample(p_star, data.next())).mean(-1).sum())
     out["sft/kd fit"] = _best(fit, n_steps)
+    for method in ("pad_vpd", "pad_ppd"):  # a PAD KD stage's step, timed as whole short stages
+        kd = KD_METHODS[method]
+        settings = slice_of(kd.settings, cfg.replace(kd_iterations=max(1, n_steps // 5)))
+        out[f"{method} fit"] = _best(lambda: kd.distill(ref, torch.full((len(seeds),), cfg.kd_beta), seeds,
+                                                        settings), 5) / settings.iterations
     return out
 
 

@@ -136,7 +136,12 @@ def plackett_luce_log_prob(scores: Tensor, ranking: Tensor, beta: float) -> Tens
         log p(tau) = sum_{i=1}^{n} [ beta * r(y_(tau_i))
                                      - logsumexp_{j >= i} beta * r(y_(tau_j)) ]
 
-    computed stably with a reversed ``logcumsumexp`` (suffix log-sum-exp).
+    The suffix log-sum-exps come from the recursion s_n = o_n, s_i = logaddexp(o_i, s_{i+1}) with
+    o_i = beta * r(y_(tau_i)): each step is stable (logaddexp shifts by its larger argument), and the
+    i = n term, o_n - s_n, is exactly 0. Written as n - 1 elementwise ops on contiguous [...] slices
+    because torch.logcumsumexp's CPU kernel (a scalar scan, with a backward of further scans) made
+    PPD's loss 5x slower over the [G, n!, n] table of Eq. 11 (benchmarks/mog_step_cost.py,
+    "pad_ppd fit"); the two agree to float rounding (tests/test_objectives_pad.py).
 
     Args:
         scores: ``[..., n]`` rewards r(y_1), ..., r(y_n).
@@ -152,8 +157,14 @@ def plackett_luce_log_prob(scores: Tensor, ranking: Tensor, beta: float) -> Tens
     s = scores.expand(shape)
     idx = ranking.long().expand(shape)
     ordered = beta * s.gather(-1, idx)  # beta * r(y_(tau_i)), i = 1..n
-    suffix_lse = torch.logcumsumexp(ordered.flip(-1), dim=-1).flip(-1)
-    return (ordered - suffix_lse).sum(dim=-1)
+    # positions first, each a contiguous [...] block: one copy, then every op below is a plain vector op
+    o = ordered.movedim(-1, 0).contiguous().unbind(0)
+    suffix = o[-1]
+    log_p = torch.zeros_like(suffix)
+    for o_i in reversed(o[:-1]):
+        suffix = torch.logaddexp(o_i, suffix)
+        log_p = log_p + (o_i - suffix)
+    return log_p
 
 
 def all_rankings(n: int, device: torch.device | str | None = None) -> Tensor:
