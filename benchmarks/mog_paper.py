@@ -1,7 +1,7 @@
 """The paper's whole MoG half: every mog_* sweep in one command against one command per sweep, in one run.
 
   one command   `python -m adk_ray.sweep 'mog_*'`: one Ray start, the grid trials of every sweep in one
-                Tuner (longest first), the search after them, the storage's stage cache shared
+                Tuner (longest first), the search in its own Tuner beside it, the storage's stage cache shared
   separate      `python -m adk_ray.sweep NAME` for each sweep in turn, each starting its own Ray (into one
                 storage, as a user typing them would, so they share the stage cache too)
 

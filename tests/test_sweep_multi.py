@@ -2,6 +2,7 @@
 page; --list by world; a bad name among good ones stops everything before anything is written."""
 from __future__ import annotations
 
+import html
 import os
 
 import pandas as pd
@@ -32,24 +33,29 @@ def cache_files(storage) -> dict[str, tuple[int, int]]:
             for f in os.listdir(d) if f.endswith(".pt")}
 
 
-def test_two_sweeps_in_one_session(run_sweep, tmp_path):
+def test_sweeps_and_a_search_in_one_session(run_sweep, tmp_path):
     storage = tmp_path / "results"
-    proc = run_sweep("mog_ppo", "mog_dpo", *TINY, "--storage", str(storage))
+    names = ("mog_ppo", "mog_dpo", "mog_kd_beta_search")
+    proc = run_sweep(*names, *TINY, "--storage", str(storage))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "2 sweeps:" in proc.stderr and "2/2" in proc.stderr  # one bar (one Tune run) over both sweeps' trials
-    for name, algorithm in (("mog_ppo", "ppo"), ("mog_dpo", "dpo_online")):
+    # one bar over both grids' trials (one Tune run) and the search's 2 samples (its own Tune run, beside it)
+    assert "3 sweeps:" in proc.stderr and "4/4" in proc.stderr
+    for name, algorithm in zip(names, ("ppo", "dpo_online", "ppo")):
         rows = read_rows(storage / name)
         assert set(rows["sweep"]) == {name} and set(rows["algorithm"]) == {algorithm}
         assert (rows["status"] == "ok").all() and (rows["stage"] == "final").any()
         assert (storage / name / "dashboard.html").exists()
+    search_kd_betas = set(read_rows(storage / "mog_kd_beta_search")["kd_beta"])
+    assert len(search_kd_betas) == 2  # two trials, each its own sampled β_KD, both counted for the search
     index = (storage / "index.html").read_text()
-    for name in ("mog_ppo", "mog_dpo"):
+    for name in names:
         assert f"href='{name}/dashboard.html'" in index
-        assert load_spec(name).hypothesis in index
-    assert index.count("class='glance'") == 2
-    # both sweeps' p' (2 seeds) and p'' (2 seeds, one β_KD) in the storage's one cache, once each
-    assert len(cache_files(storage)) == 4
-    assert not any((storage / name / "cache").exists() for name in ("mog_ppo", "mog_dpo"))
+        assert html.escape(load_spec(name).hypothesis) in index
+    assert index.count("class='glance'") == 3
+    # every sweep's p' (2 seeds) and p'' (2 seeds per β_KD: the grids' 1.25, the search's two) in the
+    # storage's one cache, once each
+    assert len(cache_files(storage)) == 2 + 2 * len(search_kd_betas | {1.25})
+    assert not any((storage / name / "cache").exists() for name in names)
 
 
 def test_second_sweep_reuses_the_first_ones_stages(tmp_path):

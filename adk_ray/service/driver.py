@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 from adk_ray.service.dashboard import MIN_INTERVAL_S, DashboardRefresher
 from adk_ray.service.execute import TrialContext
@@ -114,7 +115,8 @@ def execute_many(sweeps: list[tuple[Prepared, Request]], ray_opts, trackers=None
     """Run the unfinished trials of every sweep in one Ray session, then write each sweep's dashboard and
     the storage's index; per sweep 0 if every trial is ok, 1 if any failed. The grid trials of all sweeps
     of one world share one Tuner (longest first, so no core idles behind one long trial); a search
-    runs after them in a Tuner of its own. `trackers` (a trackers.Trackers) needs a single sweep."""
+    has a Tuner of its own, run at the same time (`runner.run_tuners`). `trackers` (a trackers.Trackers)
+    needs a single sweep."""
     runs = [_plan(prep, req) for prep, req in sweeps]
     # One sweep's page is redrawn at most every MIN_INTERVAL_S; with many sweeps, each less often, so
     # that drawing pages never takes more of the driver than one sweep's would.
@@ -135,28 +137,32 @@ def execute_many(sweeps: list[tuple[Prepared, Request]], ray_opts, trackers=None
             for r in runs:
                 r.prep.store.remove_temporaries()
                 _write_description(r.prep.store, r.prep.spec, r.ids, r.params)  # the dashboard reads it meanwhile
-            callbacks = [progress]
-            if trackers:
-                only = runs[0].prep
-                callbacks += trackers.callbacks(only.store.location, only.spec.name)
-            grids = [r for r in runs if r.todo]
-            for world in dict.fromkeys(r.prep.spec.world for r in grids):
-                runner.run_grid([(r.ctx, r.todo) for r in grids if r.prep.spec.world is world],
-                                ray_opts.for_world(world), callbacks)
-            for r in runs:
-                if r.prep.spec.search and r.pending:
-                    from adk_ray.service.search import make_searcher
-                    spec = r.prep.spec
-                    progress.current = spec.name
-                    runner.run_search(spec.search, make_searcher(spec.search, r.past), r.pending,
-                                      dataclasses.asdict(check_base(spec)), r.ctx, ray_opts.for_world(spec.world),
-                                      callbacks)
+            only = runs[0].prep
+            tracking = trackers.callbacks(only.store.location, only.spec.name) if trackers else []
+            runner.run_tuners(_tuner_jobs(runs, runner, ray_opts, progress, tracking))
         finally:
             progress.close()
             runner.disconnect()
     codes = [_finish(r, dashboards[r.prep.spec.name]) for r in runs]
     _write_index(runs[0].prep.store, always=len(runs) > 1)
     return codes
+
+
+def _tuner_jobs(runs: list[_Run], runner, ray_opts, progress, trackers: list) -> list:
+    """One Tuner per world for the grid trials of every sweep, and one per search; `runner.run_tuners`
+    runs them at once."""
+    grids = [r for r in runs if r.todo]
+    jobs = [partial(runner.run_grid, [(r.ctx, r.todo) for r in grids if r.prep.spec.world is world],
+                    ray_opts.for_world(world), [progress, *trackers])
+            for world in dict.fromkeys(r.prep.spec.world for r in grids)]
+    for r in runs:
+        if r.prep.spec.search and r.pending:
+            from adk_ray.service.search import make_searcher
+            spec = r.prep.spec
+            jobs.append(partial(runner.run_search, spec.search, make_searcher(spec.search, r.past), r.pending,
+                                dataclasses.asdict(check_base(spec)), r.ctx, ray_opts.for_world(spec.world),
+                                [progress.for_search(spec.name), *trackers]))
+    return jobs
 
 
 def _plan(prep: Prepared, req: Request) -> _Run:

@@ -3,6 +3,7 @@ rows for trials that died outside the world (a killed worker, an OOM), and dashb
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Callable
 
 from ray import tune
@@ -11,65 +12,105 @@ from tqdm import tqdm
 from adk_ray.service.dashboard import DashboardRefresher
 
 
+_LOCK = threading.RLock()
+"""Held by every SweepProgress callback (a module global: Tune pickles its callbacks, and a lock cannot be)."""
+
+
 class SweepProgress(tune.Callback):
     def __init__(self, desc: str, total: int, done: int, failed: int, dashboards: dict[str, DashboardRefresher],
                  on_crash: Callable[[str, dict, str], None]):
         """`done`/`failed` count trials finished by an earlier run; `dashboards` maps each sweep's name to
         its page; `on_crash(sweep, trial_config, message)` records a trial whose process failed before it
         could write its own rows. A grid trial names its sweep in its point (`config['trial']['sweep']`);
-        a search's trials carry only the searched fields, so they count for `current`, which the
-        driver sets before each search's Tuner. The bar lives across Tuners until `close`."""
+        a search's trials carry only the searched fields, so a search's Tuner gets `for_search(sweep)`.
+        The bar lives across Tuners until `close`; Tuners that run at once (runner.run_tuners) call it
+        from their own threads, so every callback holds `_LOCK`."""
         self.desc, self.total, self.dashboards, self.on_crash = desc, total, dashboards, on_crash
         self.ok, self.failed = done - failed, failed
-        self.current = next(iter(dashboards), "")
         self.bar = None
 
+    def for_search(self, sweep: str) -> "tune.Callback":
+        """The callback for the Tuner of search `sweep`: this bar, its trials counted for that sweep."""
+        return _SearchView(self, sweep)
+
     def setup(self, **info):
+        with _LOCK:
+            self._setup()
+
+    def _setup(self):
         if self.bar is None:  # one bar for every Tuner of the command
             self.bar = tqdm(total=self.total, initial=self.ok + self.failed, desc=self.desc, unit="trial",
                             file=sys.stderr, dynamic_ncols=True)
             self._postfix()
 
     def on_step(self, iteration, trials, **info):
-        for dashboard in self.dashboards.values():
-            dashboard.tick()
+        with _LOCK:
+            for dashboard in self.dashboards.values():
+                dashboard.tick()
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        if (trial.last_result or {}).get("status") == "error":
-            self.failed += 1
-        else:
-            self.ok += 1
-        self._advance(trial)
+    def on_trial_complete(self, iteration, trials, trial, sweep: str | None = None, **info):
+        with _LOCK:
+            if (trial.last_result or {}).get("status") == "error":
+                self.failed += 1
+            else:
+                self.ok += 1
+            self._advance(sweep or self.sweep_of(trial))
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration, trials, trial, sweep: str | None = None, **info):
         """Tune restarts a trial whose process died (runner.TRIAL_RETRIES); said in one line."""
         error = str(trial.get_error() or "its process died").strip().splitlines() or ["its process died"]
-        tqdm.write(f"{self.sweep_of(trial)}: trial {trial} lost its process ({error[-1][:200]}); restarting it",
-                   file=sys.stderr)
+        with _LOCK:
+            tqdm.write(f"{sweep or self.sweep_of(trial)}: trial {trial} lost its process ({error[-1][:200]}); "
+                       "restarting it", file=sys.stderr)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration, trials, trial, sweep: str | None = None, **info):
         error = trial.get_error()
         lines = [ln for ln in str(error or "trial failed").strip().splitlines() if ln.strip()]
-        self.on_crash(self.sweep_of(trial), trial.config, f"Tune trial failed: {lines[-1] if lines else 'unknown error'}")
-        self.failed += 1
-        self._advance(trial)
+        sweep = sweep or self.sweep_of(trial)
+        with _LOCK:
+            self.on_crash(sweep, trial.config, f"Tune trial failed: {lines[-1] if lines else 'unknown error'}")
+            self.failed += 1
+            self._advance(sweep)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
 
-    def sweep_of(self, trial) -> str:
-        point = trial.config.get("trial")
-        return point["sweep"] if isinstance(point, dict) and "sweep" in point else self.current
+    @staticmethod
+    def sweep_of(trial) -> str:
+        """A grid trial's sweep, from its point."""
+        return trial.config["trial"]["sweep"]
 
-    def _advance(self, trial):
+    def _advance(self, sweep: str):
         if self.bar is not None:
             self._postfix(refresh=False)
             self.bar.update(1)
-        self.dashboards[self.sweep_of(trial)].mark()
+        self.dashboards[sweep].mark()
 
     def _postfix(self, refresh: bool = True):
         self.bar.set_postfix_str(f"done={self.ok} failed={self.failed}", refresh=refresh)
+
+
+class _SearchView(tune.Callback):
+    """SweepProgress as seen by one search's Tuner: its trials belong to that search's sweep."""
+
+    def __init__(self, progress: SweepProgress, sweep: str):
+        self.progress, self.sweep = progress, sweep
+
+    def setup(self, **info):
+        self.progress.setup(**info)
+
+    def on_step(self, iteration, trials, **info):
+        self.progress.on_step(iteration, trials, **info)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.progress.on_trial_complete(iteration, trials, trial, sweep=self.sweep)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.progress.on_trial_recover(iteration, trials, trial, sweep=self.sweep)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.progress.on_trial_error(iteration, trials, trial, sweep=self.sweep)
 
 
 def point_name(point: dict) -> str:

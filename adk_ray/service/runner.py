@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+from typing import Callable
 
 # Read when Tune starts; our tqdm bar replaces its console output.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0; the new one prints tables
@@ -87,7 +89,84 @@ def disconnect() -> None:
         ray.shutdown()
 
 
-def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOptions, callbacks: list) -> None:
+def run_tuners(jobs: list[Callable[[threading.Event | None], None]]) -> None:
+    """Run Tuners at the same time, so that their trials share the cluster from start to end (a search's
+    trials fill the cores that a grid's last long trials leave idle, instead of starting after them).
+
+    Each job is `job(stop)`, a `run_grid` or `run_search` with all but `stop` bound. One job runs in this
+    thread, where Tune handles Ctrl+C itself. Several run in a thread each (Tune does not catch signals
+    outside the main thread): Ctrl+C here sets `stop`, which ends every Tuner at its next step
+    (`_StopAll`), and is raised again once they all have. An exception in a job is raised here after the
+    others have finished.
+    """
+    if len(jobs) == 1:
+        jobs[0](None)
+        return
+    _lock_tune_registry()
+    stop, errors = threading.Event(), []
+
+    def guarded(job):
+        try:
+            job(stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(job,), name=f"tuner-{i}", daemon=True)
+               for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+
+
+def _lock_tune_registry() -> None:
+    """Make Tune's global registry safe for Tuners that start in two threads at once: `register` adds to a
+    dict that it then iterates to flush it, so a second thread's `register` can break the first one's
+    loop ("dictionary changed size during iteration"). Everything else a Tuner keeps is its own."""
+    from ray.tune import registry
+
+    reg = registry._global_registry
+    if getattr(reg.register, "_adk_ray_locked", False):
+        return
+    lock, register = threading.Lock(), reg.register
+
+    def locked(*args, **kwargs):
+        with lock:
+            return register(*args, **kwargs)
+    locked._adk_ray_locked = True
+    reg.register = locked
+
+
+class _StopAll(tune.Stopper):
+    """Ends a Tuner run in a thread of `run_tuners` when its `stop` event is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, trial_id, result) -> bool:
+        return self.event.is_set()
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+    def __getstate__(self) -> dict:  # the Tuner pickles its run config (an event cannot be); the copy never runs
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.event = threading.Event()
+
+
+def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOptions, callbacks: list,
+             stop: threading.Event | None = None) -> None:
     """The grid trials of one or more sweeps (of one world) in one Tuner: `parts` pairs each sweep's
     context with its pending trials, so the trials of every sweep share the cluster from start to end."""
     # Longest first (Tune starts grid points in list order): the one 3000-step trial of an iteration
@@ -105,21 +184,22 @@ def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOpti
         max_concurrent_trials=opts.max_concurrent,
         trial_name_creator=lambda trial: _grid_name(trial, with_sweep=len(ctxs) > 1),
         trial_dirname_creator=lambda trial: trial.trial_id), name, opts, callbacks,
-        warm=next(iter(ctxs.values())).meta.world.warm_workers)
+        warm=next(iter(ctxs.values())).meta.world.warm_workers, stop=stop)
 
 
 def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: TrialContext,
-               opts: RayOptions, callbacks: list) -> None:
+               opts: RayOptions, callbacks: list, stop: threading.Event | None = None) -> None:
     trainable = tune.with_parameters(search_trial, ctx=ctx, base=base, search=search)
     _fit(trainable, {}, tune.TuneConfig(
         search_alg=searcher, num_samples=num_samples, max_concurrent_trials=opts.max_concurrent,
         trial_dirname_creator=lambda trial: trial.trial_id), ctx.meta.sweep, opts, callbacks,
-        warm=ctx.meta.world.warm_workers)
+        warm=ctx.meta.world.warm_workers, stop=stop)
 
 
 def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, name: str, opts: RayOptions,
-         callbacks: list, warm: bool) -> None:
-    """One Tuner; `warm`: the world's trials run as named tasks on reused workers (`World.warm_workers`)."""
+         callbacks: list, warm: bool, stop: threading.Event | None) -> None:
+    """One Tuner; `warm`: the world's trials run as named tasks on reused workers (`World.warm_workers`);
+    `stop`: an event that ends it (`run_tuners`)."""
     tune_dir = tempfile.mkdtemp(prefix=f"adk_ray_tune_{name}_")
     if warm:  # the trial's task carries its name; the reused actor that waits on it is one of a few
         trainable, resources = named_trainable(trainable, "trial runner"), tune.PlacementGroupFactory(
@@ -132,6 +212,7 @@ def _fit(trainable, param_space: dict, tune_config: tune.TuneConfig, name: str, 
             tune.with_resources(trainable, resources),
             param_space=param_space, tune_config=tune_config,
             run_config=tune.RunConfig(name=name, storage_path=tune_dir, verbose=0, callbacks=callbacks,
+                                      stop=_StopAll(stop) if stop else None,
                                       failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)))
         tuner.fit()
     finally:
