@@ -24,7 +24,6 @@ from adk_ray.worlds.mog.aligners import ALIGNERS, AlignSettings, Run
 from adk_ray.worlds.mog.config import MoGTrialConfig
 from adk_ray.worlds.mog.kd_methods import KD_METHODS
 from adk_ray.worlds.mog.slices import slice_of
-from adk_ray.worlds.mog.noise import NoiseStream
 
 STEPS = ("ppo", "grpo", "dpo_online", "dpo_offline", "ipo_online")
 
@@ -49,14 +48,10 @@ def measure(n_seeds: int, n_steps: int) -> dict[str, float]:
                       batch_size=lambda: cfg.batch_size, lr=lambda: cfg.lr)
         run = Run(**{k: make() for k, make in fields.items() if k in Run.__dataclass_fields__})
         out[algo] = _best(ALIGNERS[algo].start(settings.method, run).step, n_steps)
-    p_star = truth.ground_truth(geometry, len(seeds))
-    student = model.trainable(ref)
-    opt = stages.adam(student.values(), cfg.lr)
-    data = NoiseStream(seeds, "bench", (cfg.batch_size, 3))
-
-    def fit() -> None:  # one step of stages.fit_to_samples
-        stages.step(opt, -model.log_prob(student, model.sample(p_star, data.next())).mean(-1).sum())
-    out["sft/kd fit"] = _best(fit, n_steps)
+    # a seqkd stage's step (the final KD of A-K: p'' fitted to samples of the frozen teacher), timed as
+    # whole short stages like PAD's below
+    fit = stages.FitSettings(cfg.n_final_modes, max(1, n_steps // 5), cfg.lr, cfg.batch_size)
+    out["sft/kd fit"] = _best(lambda: stages.fit_to_samples(ref, ref["logits"], seeds, fit, "bench"), 5) / fit.iterations
     for method in ("pad_vpd", "pad_ppd"):  # a PAD KD stage's step, timed as whole short stages
         kd = KD_METHODS[method]
         settings = slice_of(kd.settings, cfg.replace(kd_iterations=max(1, n_steps // 5)))

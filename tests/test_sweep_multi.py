@@ -2,14 +2,17 @@
 page; --list by world; a bad name among good ones stops everything before anything is written."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
+import shutil
 
 import pandas as pd
 
 from adk_ray.service.cli import main
 from adk_ray.service.execute import TrialContext, cache_dir_for, run_and_store
-from adk_ray.service.rows import TrialMeta
+from adk_ray.service.plan import trial_id_of
+from adk_ray.service.rows import TrialMeta, error_table
 from adk_ray.service.spec import list_sweeps, load_spec
 from adk_ray.service.store import ResultStore
 from adk_ray.service.worlds import MOG
@@ -76,6 +79,48 @@ def test_second_sweep_reuses_the_first_ones_stages(tmp_path):
     p_prime = lambda df: df[df["stage"] == "p_prime"].sort_values(["pipeline", "seed"])["target_precision"]  # noqa: E731
     assert p_prime(first).tolist() == p_prime(second).tolist()
     assert (first["status"] == "ok").all() and (second["status"] == "ok").all()
+
+
+def test_a_config_two_sweeps_plan_runs_once(run_sweep, tmp_path):
+    """A sweep whose grid point another sweep of the command also plans copies that trial's rows: the same
+    numbers and the same wall time, which a second run of the world would not have."""
+    again = tmp_path / "mog_ppo_again.yaml"
+    shutil.copy(list_sweeps()["mog_ppo"], again)
+    storage = tmp_path / "results"
+    # one trial at a time, so the copy (queued last) starts after its original finished
+    proc = run_sweep("mog_ppo", str(again), *TINY, "--max-concurrent", "1", "--storage", str(storage))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    first, second = read_rows(storage / "mog_ppo"), read_rows(storage / "mog_ppo_again")
+    assert set(second["sweep"]) == {"mog_ppo_again"} and (second["status"] == "ok").all()
+    order = ["pipeline", "stage", "seed", "step", "iterations"]
+    same = lambda df: df.drop(columns="sweep").sort_values(order, na_position="first").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(same(first), same(second))
+    models = lambda name: pd.read_parquet(storage / name / "models").drop(columns="sweep")  # noqa: E731
+    assert len(models("mog_ppo_again")) == len(models("mog_ppo")) > 0
+
+
+def test_a_copy_reads_the_first_trials_files_and_runs_only_after_an_error(tmp_path):
+    cfg = MoGTrialConfig(algorithm="ppo", beta=1.0, iterations=(5,), seeds=(0, 1), sft_iterations=20,
+                         kd_iterations=20, eval_samples=256, eval_every=5)
+    storage = str(tmp_path)
+
+    def ctx(sweep: str, world=MOG) -> TrialContext:
+        return TrialContext(storage=storage, meta=TrialMeta(sweep=sweep, code_version="test", world=world))
+
+    def must_not_run(cfg, cache_dir):
+        raise AssertionError("the world ran for a trial that had rows to copy")
+
+    first = run_and_store(cfg, ctx("a"))
+    copied = run_and_store(cfg, ctx("b", dataclasses.replace(MOG, run=must_not_run)), same_as="a")
+    assert copied.drop_columns("sweep").equals(first.drop_columns("sweep"))
+    assert set(copied.column("sweep").to_pylist()) == {"b"} and (copied.column("status").to_pylist()[0] == "ok")
+    tid = trial_id_of(cfg)
+    assert ResultStore(storage, "b").read_trial(tid)[1].num_rows == ResultStore(storage, "a").read_trial(tid)[1].num_rows
+    # an original that ended in error rows is not copied: the trial runs itself
+    ResultStore(storage, "c").write_trial(tid, error_table(cfg, ctx("c").meta, "boom", 0.0), None)
+    rerun = run_and_store(cfg, ctx("d"), same_as="c")
+    assert set(rerun.column("status").to_pylist()) == {"ok"}
+    assert rerun.drop_columns(["sweep", "wall_seconds"]).equals(first.drop_columns(["sweep", "wall_seconds"]))
 
 
 def test_list_groups_sweeps_by_world(capsys):

@@ -41,9 +41,16 @@ def cache_dir_for(store: ResultStore, world: World) -> str:
     return os.path.join(tempfile.gettempdir(), "adk_ray_cache", relative)
 
 
-def run_and_store(cfg: TrialConfig, ctx: TrialContext) -> pa.Table:
-    """Run one trial and write its files; never raises for a failure of the world (it becomes error rows)."""
+def run_and_store(cfg: TrialConfig, ctx: TrialContext, same_as: str | None = None) -> pa.Table:
+    """Run one trial and write its files; never raises for a failure of the world (it becomes error rows).
+
+    `same_as`: another sweep of this storage that runs the same config (so the same trial id) in this
+    command; when its rows are there and none says 'error', they are this trial's too (`copy_trial`)."""
     store = ResultStore(ctx.storage, ctx.meta.sweep)
+    if same_as:
+        copied = copy_trial(ResultStore(ctx.storage, same_as), store, trial_id_of(cfg))
+        if copied is not None:
+            return copied
     start = time.monotonic()
     try:
         result = ctx.meta.world.run(cfg, cache_dir_for(store, ctx.meta.world))
@@ -57,3 +64,28 @@ def run_and_store(cfg: TrialConfig, ctx: TrialContext) -> pa.Table:
         data, models, samples = error_table(cfg, ctx.meta, message, time.monotonic() - start), None, None
     store.write_trial(trial_id_of(cfg), data, models, samples)
     return data
+
+
+def copy_trial(source: ResultStore, target: ResultStore, trial_id: str) -> pa.Table | None:
+    """`source`'s finished trial as `target`'s: the same files, only their `sweep` column changed. None when
+    `source` has no rows of it yet or its rows say 'error' (the trial then runs itself).
+
+    A trial id is a hash of the whole config and a MoG trial's numbers are a function of its config alone
+    (tests/test_sweep_multi.py runs a sweep alone and inside a larger command), so the copy holds what
+    running it again would write. `wall_seconds` stays the original's: the time of the trial that
+    produced the rows (docs/results.md)."""
+    if trial_id not in source.finished_ids():
+        return None
+    data, models, samples = source.read_trial(trial_id)
+    if "error" in data.column("status").to_pylist():
+        return None
+    data, models, samples = (_as_sweep(t, target.sweep) for t in (data, models, samples))
+    target.write_trial(trial_id, data, models, samples)
+    return data
+
+
+def _as_sweep(table: pa.Table | None, sweep: str) -> pa.Table | None:
+    if table is None:
+        return None
+    i = table.schema.get_field_index("sweep")
+    return table.set_column(i, table.schema.field(i), pa.array([sweep] * table.num_rows, table.schema.field(i).type))

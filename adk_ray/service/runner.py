@@ -173,8 +173,9 @@ def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOpti
     # sweep otherwise starts last and runs alone while the other CPUs idle.
     trials = sorted(((ctx, t) for ctx, ts in parts for t in ts),
                     key=lambda ct: -max(ct[1].config.iterations) * len(ct[1].config.seeds))
+    trials, same_as = _copies_last(trials)
     ctxs = {ctx.meta.sweep: ctx for ctx, _ in parts}
-    trainable = tune.with_parameters(grid_trial, ctxs=ctxs)
+    trainable = tune.with_parameters(grid_trial, ctxs=ctxs, same_as=same_as)
     # The full config rides along in the point: the trial builds its config from it, and trackers log it
     # as the trial's parameters.
     points = [{"sweep": ctx.meta.sweep, "trial_id": t.trial_id, **t.params,
@@ -185,6 +186,18 @@ def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOpti
         trial_name_creator=lambda trial: _grid_name(trial, with_sweep=len(ctxs) > 1),
         trial_dirname_creator=lambda trial: trial.trial_id), name, opts, callbacks,
         warm=next(iter(ctxs.values())).meta.world.warm_workers, stop=stop)
+
+
+def _copies_last(trials: list[tuple[TrialContext, PlannedTrial]]):
+    """A config that several sweeps of the command plan (mog_trap's and mog_kd_beta's PPO at β_KD = 2, say)
+    runs once: its later occurrences go to the end of the queue, by when the first has finished, and copy
+    its rows. Returns (trials in run order, {(sweep, trial id): the sweep whose trial it copies})."""
+    first: dict[str, str] = {}
+    originals, copies = [], []
+    for ctx, t in trials:
+        (copies if t.trial_id in first else originals).append((ctx, t))
+        first.setdefault(t.trial_id, ctx.meta.sweep)
+    return originals + copies, {(ctx.meta.sweep, t.trial_id): first[t.trial_id] for ctx, t in copies}
 
 
 def run_search(search: SearchSpec, searcher, num_samples: int, base: dict, ctx: TrialContext,

@@ -17,13 +17,14 @@ from adk_ray.service.spec import SearchSpec
 from adk_ray.service.trackers import curve_results, final_metrics, metric_columns
 
 
-def grid_trial(config: dict, *, ctxs: dict[str, TrialContext]) -> None:
+def grid_trial(config: dict, *, ctxs: dict[str, TrialContext], same_as: dict[tuple[str, str], str]) -> None:
     """`config['trial']` is a grid point: its sweep (a key of `ctxs`: one Tuner may run the grids of several
-    sweeps) and the full trial config (`runner.run_grid`)."""
+    sweeps) and the full trial config (`runner.run_grid`). `same_as` maps (sweep, trial id) to the sweep
+    whose trial of the same config this one copies (`execute.run_and_store`)."""
     point = config["trial"]
     ctx = ctxs[point["sweep"]]
     cfg = ctx.meta.world.config.from_dict(point["config"])
-    _report(_run(cfg, ctx), ctx, {})
+    _report(_run(cfg, ctx, same_as.get((point["sweep"], point["trial_id"]))), ctx, {})
 
 
 def search_trial(config: dict, *, ctx: TrialContext, base: dict, search: SearchSpec) -> None:
@@ -33,21 +34,21 @@ def search_trial(config: dict, *, ctx: TrialContext, base: dict, search: SearchS
     _report(table, ctx, objective(table, search))
 
 
-def _run(cfg, ctx: TrialContext):
+def _run(cfg, ctx: TrialContext, same_as: str | None = None):
     """`run_and_store` here, or for a warm-worker world (`World.warm_workers`) in a task named after the
     trial, in the second bundle of the trial's placement group (runner.py reserves it): Ray hands the task
     a pooled worker that earlier trials already warmed up."""
     if not ctx.meta.world.warm_workers:
-        return run_and_store(cfg, ctx)
+        return run_and_store(cfg, ctx, same_as)
     pg = get_current_placement_group()
     task = _run_task.options(name=tune.get_context().get_trial_name(), num_cpus=pg.bundle_specs[1].get("CPU", 0),
                              scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1))
-    return ray.get(task.remote(cfg, ctx))
+    return ray.get(task.remote(cfg, ctx, same_as))
 
 
 @ray.remote(max_retries=0)  # a worker lost with its node fails the trial, which Tune retries (runner.TRIAL_RETRIES)
-def _run_task(cfg, ctx: TrialContext):
-    return run_and_store(cfg, ctx)
+def _run_task(cfg, ctx: TrialContext, same_as: str | None):
+    return run_and_store(cfg, ctx, same_as)
 
 
 def _report(table, ctx: TrialContext, objective_values: dict) -> None:

@@ -43,7 +43,10 @@ def coefficients(params: Params, logits: Tensor | None = None) -> Tensor:
 
 def features(x: Tensor) -> Tensor:
     """[T, N, 5]: the features (x², x, 1) of points x [T, N, 2]."""
-    return torch.cat([x * x, x, torch.ones_like(x[..., :1])], -1)
+    out = torch.ones((*x.shape[:-1], 5), dtype=x.dtype)  # filled in place: a last-axis cat of [.., 2]-wide parts is slow
+    out[..., :2] = x * x
+    out[..., 2:4] = x
+    return out
 
 
 def log_prob_of(coef: Tensor, feats: Tensor) -> Tensor:
@@ -66,25 +69,39 @@ def _exp_clamped(z: Tensor) -> Tensor:
     return z.clamp_min(UNDERFLOW).exp()
 
 
-def sample(params: Params, noise: Tensor, logits: Tensor | None = None, cdf: Tensor | None = None) -> Tensor:
+def sample(params: Params, noise: Tensor, logits: Tensor | None = None) -> Tensor:
     """Draw x [T, N, 2] from the mixture given standard normal noise [T, N, 3].
 
     noise[..., 0] picks the component (through Φ, inverse-CDF on the weights), noise[..., 1:] places
-    the point. `logits` overrides the mixture weights (KD sampling with sharpened weights, eq. 7);
-    `cdf` passes `weights_cdf` of a model sampled many times. No gradient flows into samples: every
-    aligner here is a score-function method.
+    the point. `logits` overrides the mixture weights (KD sampling with sharpened weights, eq. 7). No
+    gradient flows into samples: every aligner here is a score-function method. A model sampled many
+    times (a frozen teacher) takes `sampler` once and `draw` per batch instead.
     """
+    return draw(sampler(params, logits), noise)
+
+
+Sampler = tuple[Tensor, Tensor]
+"""What `draw` inverts: the inner cumulative weights [T, K−1, 1] and each component's (μ, σ) [T, K, 4]."""
+
+
+def sampler(params: Params, logits: Tensor | None = None) -> Sampler:
+    """`params` (with `logits` as its weights if given) ready for `draw`: its cumulative weights and its
+    components' centres beside their standard deviations, so a draw is one gather and no exp."""
     with torch.no_grad():
-        cdf = weights_cdf(params, logits) if cdf is None else cdf          # [T, K]
+        cdf = weights_cdf(params, logits)
+        return cdf[:, :-1, None].contiguous(), torch.cat([params["means"], params["log_scales"].exp()], -1)
+
+
+def draw(s: Sampler, noise: Tensor) -> Tensor:
+    """x [T, N, 2] = μ_k + σ_k · noise[..., 1:], k = #{j < K−1 : cdf_j < Φ(noise[..., 0])}."""
+    inner_cdf, components = s
+    with torch.no_grad():
         u = normal_to_uniform(noise[..., 0])                                  # [T, N]
-        # k = #{j < K−1 : cdf_j < u}: searchsorted's answer clamped to K−1, and 2–3× faster than it
-        # for K ≤ 8 (a binary search per point costs more than K−1 vectorised comparisons)
-        k = torch.zeros(u.shape, dtype=torch.long)
-        for j in range(cdf.shape[-1] - 1):
-            k += u > cdf[:, j, None]
-        mu = torch.gather(params["means"], 1, k[..., None].expand(-1, -1, 2))
-        s = torch.gather(params["log_scales"], 1, k[..., None].expand(-1, -1, 2)).exp()
-        return mu + s * noise[..., 1:]
+        # k by K − 1 comparisons in one op (2–3× faster than searchsorted's binary search for K ≤ 8);
+        # an inverse CDF clamped to K − 1, where rounding leaves the last cumulative weight below u
+        k = (u[:, None, :] > inner_cdf).sum(1)                                # [T, N]
+        picked = torch.gather(components, 1, k[..., None].expand(-1, -1, 4))  # [T, N, (μ, σ)]
+        return picked[..., :2] + picked[..., 2:] * noise[..., 1:]
 
 
 def weights_cdf(params: Params, logits: Tensor | None = None) -> Tensor:

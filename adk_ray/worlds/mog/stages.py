@@ -109,9 +109,9 @@ def fit_to_samples(teacher: model.Params, teacher_logits: Tensor, seeds, setting
     student = init_student(teacher, teacher_logits, seeds, settings.n_components, stream)
     opt = adam(student.values(), settings.lr)
     data = NoiseStream(seeds, f"{stream}/data", (settings.batch_size, 3))
-    cdf = model.weights_cdf(teacher, teacher_logits)  # the teacher is frozen: its weights once, not per step
+    source = model.sampler(teacher, teacher_logits)  # the teacher is frozen: its tables once, not per step
     for _ in range(settings.iterations):
-        x = model.sample(teacher, data.next(), cdf=cdf)
+        x = model.draw(source, data.next())
         step(opt, -model.log_prob(student, x).mean(-1).sum())
         if progress:
             progress(1)
