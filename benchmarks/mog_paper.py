@@ -8,8 +8,9 @@
 
 Both into fresh temporary storages, so nothing resumes. Printed per sweep: the separate command's wall
 time, and in the one command the sum of the wall times of the trials it ran (`wall_seconds` rows; copies
-not counted) and when its last trial finished (its last data file). The ratio is printed, never asserted; the target is the one command
-under 3 minutes with 20 seeds per sweep (the sweeps' own seeds; --seeds N overrides them).
+not counted) and when its last trial finished (its last data file). The ratio is printed, never asserted;
+the target is the one command under 3 minutes with 20 seeds per sweep (the sweeps' own seeds; --seeds N
+overrides them).
 
     python benchmarks/mog_paper.py [--seeds 20] [--sweeps 'mog_*'] [--skip-separate]
 """

@@ -51,7 +51,8 @@ def measure(n_seeds: int, n_steps: int) -> dict[str, float]:
     # a seqkd stage's step (the final KD of A-K: p'' fitted to samples of the frozen teacher), timed as
     # whole short stages like PAD's below
     fit = stages.FitSettings(cfg.n_final_modes, max(1, n_steps // 5), cfg.lr, cfg.batch_size)
-    out["sft/kd fit"] = _best(lambda: stages.fit_to_samples(ref, ref["logits"], seeds, fit, "bench"), 5) / fit.iterations
+    fit_stage = lambda: stages.fit_to_samples(ref, ref["logits"], seeds, fit, "bench")  # noqa: E731
+    out["sft/kd fit"] = _best(fit_stage, 5) / fit.iterations
     for method in ("pad_vpd", "pad_ppd"):  # a PAD KD stage's step, timed as whole short stages
         kd = KD_METHODS[method]
         settings = slice_of(kd.settings, cfg.replace(kd_iterations=max(1, n_steps // 5)))

@@ -70,10 +70,10 @@ def copy_trial(source: ResultStore, target: ResultStore, trial_id: str) -> pa.Ta
     """`source`'s finished trial as `target`'s: the same files, only their `sweep` column changed. None when
     `source` has no rows of it yet or its rows say 'error' (the trial then runs itself).
 
-    A trial id is a hash of the whole config and a MoG trial's numbers are a function of its config alone
-    (tests/test_sweep_multi.py runs a sweep alone and inside a larger command), so the copy holds what
-    running it again would write. `wall_seconds` stays the original's: the time of the trial that
-    produced the rows (docs/results.md)."""
+    A trial id is a hash of the whole config, and every draw of a trial derives from its config's seeds, so
+    the copy holds what running it again would write: in the MoG world bit for bit (the gallery of
+    dashboards/ made with copies equals the one made without). `wall_seconds` stays the original's: the
+    time of the trial that produced the rows (docs/results.md)."""
     if trial_id not in source.finished_ids():
         return None
     data, models, samples = source.read_trial(trial_id)

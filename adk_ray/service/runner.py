@@ -190,8 +190,9 @@ def run_grid(parts: list[tuple[TrialContext, list[PlannedTrial]]], opts: RayOpti
 
 def _copies_last(trials: list[tuple[TrialContext, PlannedTrial]]):
     """A config that several sweeps of the command plan (mog_trap's and mog_kd_beta's PPO at β_KD = 2, say)
-    runs once: its later occurrences go to the end of the queue, by when the first has finished, and copy
-    its rows. Returns (trials in run order, {(sweep, trial id): the sweep whose trial it copies})."""
+    runs once: its later occurrences go to the end of the queue, where the first has usually finished, and
+    copy its rows (or run, if it has not).
+    Returns (trials in run order, {(sweep, trial id): the sweep whose trial it copies})."""
     first: dict[str, str] = {}
     originals, copies = [], []
     for ctx, t in trials:
