@@ -54,7 +54,7 @@ def trial_seconds(results: str, ran: set[str]) -> tuple[float, int, int, float]:
     files = glob.glob(os.path.join(results, "data", "*.parquet"))
     walls = pd.concat([pq.read_table(f, columns=["trial_id", "wall_seconds"]).to_pandas() for f in files])
     per_trial = walls.groupby("trial_id")["wall_seconds"].first()
-    copied = per_trial.index.isin(sorted(ran))
+    copied = per_trial.index.isin(list(ran))
     ran.update(per_trial.index)
     return float(per_trial[~copied].sum()), len(per_trial), int(copied.sum()), max(os.path.getmtime(f) for f in files)
 

@@ -122,6 +122,10 @@ def test_a_copy_reads_the_first_trials_files_and_runs_only_after_an_error(tmp_pa
     rerun = run_and_store(cfg, ctx("d"), same_as="c")
     assert set(rerun.column("status").to_pylist()) == {"ok"}
     assert rerun.drop_columns(["sweep", "wall_seconds"]).equals(first.drop_columns(["sweep", "wall_seconds"]))
+    # an original that has not finished has no files to copy: the trial runs itself too
+    assert ResultStore(storage, "e").read_trial(tid) is None
+    alone = run_and_store(cfg, ctx("f"), same_as="e")
+    assert alone.drop_columns(["sweep", "wall_seconds"]).equals(first.drop_columns(["sweep", "wall_seconds"]))
 
 
 def test_list_groups_sweeps_by_world(capsys):

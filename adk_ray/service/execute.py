@@ -74,12 +74,10 @@ def copy_trial(source: ResultStore, target: ResultStore, trial_id: str) -> pa.Ta
     the copy holds what running it again would write: in the MoG world bit for bit (the gallery of
     dashboards/ made with copies equals the one made without). `wall_seconds` stays the original's: the
     time of the trial that produced the rows (docs/results.md)."""
-    if trial_id not in source.finished_ids():
+    tables = source.read_trial(trial_id)  # one file lookup, not a listing of every finished trial
+    if tables is None or "error" in tables[0].column("status").to_pylist():
         return None
-    data, models, samples = source.read_trial(trial_id)
-    if "error" in data.column("status").to_pylist():
-        return None
-    data, models, samples = (_as_sweep(t, target.sweep) for t in (data, models, samples))
+    data, models, samples = (_as_sweep(t, target.sweep) for t in tables)
     target.write_trial(trial_id, data, models, samples)
     return data
 

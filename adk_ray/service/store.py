@@ -165,15 +165,17 @@ class ResultStore:
         with self.fs.open_input_file(self.data_path(trial_id)) as f:
             return pq.read_table(f)
 
-    def read_trial(self, trial_id: str) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
-        """A finished trial's (data, models, samples) tables; None for a kind it did not write."""
+    def read_trial(self, trial_id: str) -> tuple[pa.Table, pa.Table | None, pa.Table | None] | None:
+        """A finished trial's (data, models, samples) tables, None for a kind it did not write; None when
+        it has no data file (it has not finished)."""
         def read(sub: str) -> pa.Table | None:
             path = self.path(sub, f"{trial_id}.parquet")
             if self.fs.get_file_info(path).type != pafs.FileType.File:
                 return None
             with self.fs.open_input_file(path) as f:
                 return pq.read_table(f)
-        return self.read_data(trial_id), read(MODELS), read(SAMPLES)
+        data = read(DATA)
+        return None if data is None else (data, read(MODELS), read(SAMPLES))
 
     def failed_ids(self, trial_ids) -> list[str]:
         """Of `trial_ids` with a data file, those whose rows say status 'error'."""
