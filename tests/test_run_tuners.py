@@ -55,8 +55,10 @@ def test_ctrl_c_stops_every_job_then_is_raised(tmp_path):
         "import sys, threading\n"
         "from adk_ray.service.runner import run_tuners\n"
         "stopped = []\n"
+        "both = threading.Barrier(2)\n"
         "def job(stop):\n"
-        "    print('running', flush=True)\n"
+        "    if both.wait(30) == 0:  # one line once both run: two prints could interleave\n"
+        "        print('running', flush=True)\n"
         "    stop.wait(30)\n"
         "    stopped.append(stop.is_set())\n"
         "try:\n"
@@ -65,8 +67,8 @@ def test_ctrl_c_stops_every_job_then_is_raised(tmp_path):
         "    print('interrupted', stopped, flush=True)\n"
         "    sys.exit(130)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "running"
-    time.sleep(0.5)  # both jobs started (the second prints too; not read)
+    assert proc.stdout.readline().strip() == "running"   # both jobs started
+    time.sleep(0.2)  # both are inside stop.wait
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 130
