@@ -88,11 +88,19 @@ def wait_for(ready, what: str, proc: subprocess.Popen, log: Path, timeout: float
         time.sleep(0.5)
 
 
+def warm_workers_env() -> dict:
+    """The setting the sweep gives a cluster it starts itself (`ray_options.WARM_WORKERS`), as the
+    environment variables a `ray start` node reads it from."""
+    from adk_ray.service.ray_options import WARM_WORKERS
+
+    return {f"RAY_{k}": str(v) for k, v in WARM_WORKERS.items()}
+
+
 def cluster_env(base: dict, tmpdir: str) -> dict:
-    """`base` plus a private Ray temp dir, a fresh token and token mode: what every process of one test
-    cluster (head, nodes, drivers, `ray job submit`) shares."""
+    """`base` plus a private Ray temp dir, a fresh token and token mode, warm workers: what every process
+    of one test cluster (head, nodes, drivers, `ray job submit`) shares."""
     env = {**base, "RAY_TMPDIR": tmpdir, "TMPDIR": tmpdir, "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0", **warm_workers_env()}
     env.pop("RAY_ADDRESS", None)
     return env
 

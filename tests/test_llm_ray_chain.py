@@ -23,13 +23,15 @@ FAIL_ROLE, FAIL_STEP = "p_prime", 100     # the last rank is killed here in the 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A private 2-CPU Ray (own RAY_TMPDIR; idle task workers kept alive across Train runs, so each
-    sampling stage does not pay for fresh worker processes re-importing torch)."""
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_num_workers_soft_limit", "RAY_USAGE_STATS_ENABLED")}
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rtllm", dir="/tmp")
-    os.environ["RAY_num_workers_soft_limit"] = "8"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    """A private 2-CPU Ray (own RAY_TMPDIR) set up as the sweep sets up the cluster it starts (warm workers,
+    Ray Train's 0.5 s poll: `ray_options.WARM_WORKERS`, `LOCAL_TRAIN_ENV`)."""
+    from adk_ray.service.ray_options import LOCAL_TRAIN_ENV, WARM_WORKERS
+
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", *LOCAL_TRAIN_ENV)}
+    os.environ.update({"RAY_TMPDIR": tempfile.mkdtemp(prefix="rtllm", dir="/tmp"), "RAY_USAGE_STATS_ENABLED": "0",
+                       **LOCAL_TRAIN_ENV})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             _system_config=WARM_WORKERS)
     yield
     ray.shutdown()
     for k, v in saved.items():

@@ -116,8 +116,10 @@ def ray_local():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"      # the controller's poll: shorter waits
     temp = tempfile.mkdtemp(prefix="rtres", dir="/tmp")
+    from adk_ray.service.ray_options import WARM_WORKERS
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp,
-             _node_ip_address="127.0.0.1")
+             _node_ip_address="127.0.0.1", _system_config=WARM_WORKERS)
     yield
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)

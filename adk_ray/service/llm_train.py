@@ -59,6 +59,26 @@ from adk_ray.worlds.llm.backends import (TrainJob, is_trained, scoring_dtype, re
 PROGRESS = "progress.json"
 
 
+def _gpu_freed(fn: Callable) -> Callable:
+    """`fn` as a task that hands its cached GPU memory back when it returns: the process stays warm for
+    the next task (`ray_options.WARM_WORKERS`), and the memory torch's allocator keeps would otherwise be
+    unavailable to the training workers that run next on the same GPU."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        import gc
+
+        import torch
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if torch.cuda.is_initialized():
+                gc.collect()
+                torch.cuda.empty_cache()
+    return run
+
+
 class RayBackend:
     """Runs the LLM world's heavy stages on the Ray cluster `ray.init` connected to."""
 
@@ -109,7 +129,7 @@ class RayBackend:
         one chunk per task."""
         s = preset.sampling
         todo = sorted(set(range(num_chunks(n, s.chunk_size))) - token_data.finished_chunks(out_dir))
-        task = ray.remote(sample_shard).options(**self._task_options())
+        task = ray.remote(_gpu_freed(sample_shard)).options(**self._task_options())
         dtype = s.dtype if self.use_gpu else "float32"
         refs = [task.remote(model_dir, out_dir, vocab, [todo[i] for i in share], n, s.chunk_size, s.max_new_tokens,
                             temperature, s.top_p, seed, dtype, None, s.compile and self.use_gpu)
@@ -123,7 +143,7 @@ class RayBackend:
         """Tasks over contiguous runs of the set's parts, each streaming its parts batch by batch
         (`metrics.score_dataset`); the per-sequence scores come back in (chunk, row) order."""
         parts = token_data.part_files(data_dir)
-        task = ray.remote(score_dataset).options(**self._task_options())
+        task = ray.remote(_gpu_freed(score_dataset)).options(**self._task_options())
         dtype = scoring_dtype(preset, self.use_gpu)      # fp32 always: metrics and the reward threshold
         refs = [task.remote(model_dir, data_dir, vocab, dtype, None, 64, [parts[i] for i in share])
                 for share in split_chunks(len(parts), self._n_tasks(preset))]
