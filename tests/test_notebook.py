@@ -1,9 +1,10 @@
 """examples/quickstart.ipynb runs end to end in a real Jupyter kernel (nbclient + ipykernel) and shows what it
 promises: the MoG and LLM smoke sweeps' rows as DataFrames, their verdict tables, plotly boxplots inline.
 
-Its storage is the session's LLM storage, so after tests/test_llm_sweep.py (alphabetically earlier) the LLM
-part resumes `llm_ppo --smoke` from its finished rows, as re-running a notebook cell does; run alone, it
-computes them (minutes)."""
+Its storage is the session's LLM storage, so the LLM part reuses the tiny preset's cast (p*, p', p'',
+p_target) that tests/test_llm_ray_chain.py or the llm_pad smoke sweep (alphabetically earlier) left in its
+llm_cache/, and trains only what `llm_ppo --smoke` adds (alignment, A-K's final distillation); run alone,
+it builds the cast too (minutes)."""
 from __future__ import annotations
 
 import json
