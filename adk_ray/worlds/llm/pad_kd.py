@@ -426,22 +426,31 @@ def run_pad(job: PadJob, preset: LLMPreset, vocab: Vocab, engine, rank: int = 0,
             on_step(record)
 
     if rank == 0:
-        # In place, as train.py does: the run is over, and DeepSpeed may hold bf16 weights.
-        save_model(lm.float(), job.out_dir, pad_model_info(job, preset))
-        last = curve[-min(len(curve), 10):] if curve else []
-        summary = {k: (float(np.mean([r[k] for r in last])) if last else None)
-                   for k in ("loss", "agreement", "teacher_reward_mean", "student_reward_mean")}
-        write_pad_info(job.out_dir, {
-            "role": job.role, "method": job.method, "seed": job.seed, "preset": preset.name,
-            "student_dir": job.student_dir, "teacher_dir": job.teacher_dir, "settings": asdict(s),
-            "world_size": world, "prompts_per_rank": G, "engine": type(engine).__name__,
-            "mcq_format": "none (alpha = 0)" if s.alpha == 0 else ("text" if tokenizer is not None else "synthetic"),
-            "letter_ids": list(letter_ids), "steps": len(curve),
-            "first": curve[0] if curve else None, "last10_mean": summary,
-            "curve": [{k: r[k] for k in ("step", "loss", "agreement", "teacher_reward_mean",
-                                         "calibrated_reward_mean", "student_reward_mean")} for r in curve],
-            "wall_seconds": time.perf_counter() - t0})
+        _save_student(job, preset, lm, curve, world=world, prompts_per_rank=G, engine=type(engine).__name__,
+                      letter_ids=letter_ids, text_mcq=tokenizer is not None, started=t0)
     return curve
+
+
+def _save_student(job: PadJob, preset: LLMPreset, lm, curve: list[dict], *, world: int, prompts_per_rank: int,
+                  engine: str, letter_ids, text_mcq: bool, started: float) -> None:
+    """Rank 0's end of `run_pad`: the student (fp32) in job.out_dir, then pad.json (the run's settings,
+    its curve and the mean of its last 10 records, wall seconds since `started`), which marks it complete."""
+    s = preset.pad
+    # In place, as train.py does: the run is over, and DeepSpeed may hold bf16 weights.
+    save_model(lm.float(), job.out_dir, pad_model_info(job, preset))
+    last = curve[-min(len(curve), 10):] if curve else []
+    summary = {k: (float(np.mean([r[k] for r in last])) if last else None)
+               for k in ("loss", "agreement", "teacher_reward_mean", "student_reward_mean")}
+    write_pad_info(job.out_dir, {
+        "role": job.role, "method": job.method, "seed": job.seed, "preset": preset.name,
+        "student_dir": job.student_dir, "teacher_dir": job.teacher_dir, "settings": asdict(s),
+        "world_size": world, "prompts_per_rank": prompts_per_rank, "engine": engine,
+        "mcq_format": "none (alpha = 0)" if s.alpha == 0 else ("text" if text_mcq else "synthetic"),
+        "letter_ids": list(letter_ids), "steps": len(curve),
+        "first": curve[0] if curve else None, "last10_mean": summary,
+        "curve": [{k: r[k] for k in ("step", "loss", "agreement", "teacher_reward_mean",
+                                     "calibrated_reward_mean", "student_reward_mean")} for r in curve],
+        "wall_seconds": time.perf_counter() - started})
 
 
 def write_pad_info(out_dir: str, info: dict) -> str:
