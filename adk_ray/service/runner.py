@@ -24,7 +24,8 @@ from ray import tune  # noqa: E402
 from adk_ray.service.execute import TrialContext  # noqa: E402
 from adk_ray.service.plan import PlannedTrial  # noqa: E402
 from adk_ray.service.progress import named_trainable  # noqa: E402
-from adk_ray.service.ray_options import LOCAL_TRAIN_ENV, WARM_WORKERS, RayOptions, cluster_left_behind, unanswered  # noqa: E402
+from adk_ray.service.ray_options import (LOCAL_TRAIN_ENV, WARM_WORKERS, RayOptions,  # noqa: E402
+                                         cluster_left_behind, unanswered)
 from adk_ray.service.spec import SearchSpec  # noqa: E402
 from adk_ray.service.trainable import grid_trial, search_trial  # noqa: E402
 
