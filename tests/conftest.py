@@ -86,6 +86,30 @@ def llm_storage(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("llm_storage")
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private 2-CPU Ray in this process, on 127.0.0.1 with its own RAY_TMPDIR, set up as the sweep sets
+    up the cluster it starts (warm workers, Ray Train's 0.5 s poll: `ray_options.WARM_WORKERS`,
+    `LOCAL_TRAIN_ENV`): for tests that drive `RayBackend` directly."""
+    import ray
+
+    from adk_ray.service.ray_options import LOCAL_TRAIN_ENV, WARM_WORKERS
+
+    temp = tempfile.mkdtemp(prefix="rtl", dir="/tmp")   # short: socket paths must stay under 107 bytes
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", *LOCAL_TRAIN_ENV)}
+    os.environ.update({"RAY_TMPDIR": temp, "RAY_USAGE_STATS_ENABLED": "0", **LOCAL_TRAIN_ENV})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             _system_config=WARM_WORKERS)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def gloo_group(monkeypatch):
     """A one-process gloo group on a free local port (what Ray Train gives a worker), torn down after."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -16,29 +15,7 @@ from llm_faults import kill_once
 
 pytestmark = pytest.mark.slow
 
-ray = pytest.importorskip("ray")
-
 FAIL_ROLE, FAIL_STEP = "p_prime", 100     # the last rank is killed here in the first attempt (test hook)
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """A private 2-CPU Ray (own RAY_TMPDIR) set up as the sweep sets up the cluster it starts (warm workers,
-    Ray Train's 0.5 s poll: `ray_options.WARM_WORKERS`, `LOCAL_TRAIN_ENV`)."""
-    from adk_ray.service.ray_options import LOCAL_TRAIN_ENV, WARM_WORKERS
-
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED", *LOCAL_TRAIN_ENV)}
-    os.environ.update({"RAY_TMPDIR": tempfile.mkdtemp(prefix="rtllm", dir="/tmp"), "RAY_USAGE_STATS_ENABLED": "0",
-                       **LOCAL_TRAIN_ENV})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-             _system_config=WARM_WORKERS)
-    yield
-    ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

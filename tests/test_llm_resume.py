@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import pytest
 import torch
@@ -108,27 +106,6 @@ def test_local_backend_resumes_a_stopped_run(models, tmp_path, algorithm):
 
 
 # -- on Ray Train ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    saved = {k: os.environ.get(k) for k in ("RAY_USAGE_STATS_ENABLED", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"      # the controller's poll: shorter waits
-    temp = tempfile.mkdtemp(prefix="rtres", dir="/tmp")
-    from adk_ray.service.ray_options import WARM_WORKERS
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp,
-             _node_ip_address="127.0.0.1", _system_config=WARM_WORKERS)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
 
 @pytest.mark.slow
 def test_ray_aligner_resumes_after_its_worker_dies(models, ray_local, gloo_group, tmp_path):

@@ -31,6 +31,8 @@ Ray Train's checkpoints go to the same storage (`RunConfig(storage_path, storage
 """
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import math
 import os
@@ -63,13 +65,9 @@ def _gpu_freed(fn: Callable) -> Callable:
     """`fn` as a task that hands its cached GPU memory back when it returns: the process stays warm for
     the next task (`ray_options.WARM_WORKERS`), and the memory torch's allocator keeps would otherwise be
     unavailable to the training workers that run next on the same GPU."""
-    import functools
-
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        import gc
-
-        import torch
+        import torch  # as in _worker_setup: imported where a task or worker runs
         try:
             return fn(*args, **kwargs)
         finally:
