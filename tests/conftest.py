@@ -90,7 +90,7 @@ def llm_storage(tmp_path_factory) -> Path:
 def ray_local():
     """A private 2-CPU Ray in this process, on 127.0.0.1 with its own RAY_TMPDIR, set up as the sweep sets
     up the cluster it starts (warm workers, Ray Train's 0.5 s poll: `ray_options.WARM_WORKERS`,
-    `LOCAL_TRAIN_ENV`): for tests that drive `RayBackend` directly."""
+    `LOCAL_TRAIN_ENV`): for tests that drive `RayBackend` or a Ray Train trainer directly."""
     import ray
 
     from adk_ray.service.ray_options import LOCAL_TRAIN_ENV, WARM_WORKERS

@@ -7,10 +7,7 @@ one test then checks that Ray Data's ingest in Ray Train workers delivers exactl
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -199,11 +196,11 @@ def _ingest_worker(config: dict) -> None:
 
 
 @pytest.mark.slow
-def test_ray_data_ingest_gives_every_rank_the_local_order(tmp_path):
+def test_ray_data_ingest_gives_every_rank_the_local_order(ray_local, tmp_path):
     """Each student's set as its own Ray Data dataset (`token_dataset`, `ordered_ingest`), read by 2 Ray
     Train workers: every rank trains on exactly the rows the local stream (`data.iter_parts`) gives it,
     over many small parts (many read tasks that could finish out of order) and two epochs, resumed mid-way."""
-    ray = pytest.importorskip("ray")
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -216,23 +213,11 @@ def test_ray_data_ingest_gives_every_rank_the_local_order(tmp_path):
         _write_tagged(d, n, 13, offset=0)
     out = tmp_path / "out"
     out.mkdir()
-    temp = tempfile.mkdtemp(prefix="rtstr", dir="/tmp")
-    saved = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, _node_ip_address="127.0.0.1")
-    try:
-        TorchTrainer(_ingest_worker, train_loop_config={"sizes": sizes, "per_device": per_device, "window": window,
-                                                        "start": start, "out": str(out)},
-                     datasets={f"train-{k}": token_dataset(d, 100) for k, d in enumerate(dirs)},
-                     dataset_config=ordered_ingest(), scaling_config=ScalingConfig(num_workers=2),
-                     run_config=RunConfig(name="ingest", storage_path=str(tmp_path / "ray_train"))).fit()
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
-        else:
-            os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = saved
+    TorchTrainer(_ingest_worker, train_loop_config={"sizes": sizes, "per_device": per_device, "window": window,
+                                                    "start": start, "out": str(out)},
+                 datasets={f"train-{k}": token_dataset(d, 100) for k, d in enumerate(dirs)},
+                 dataset_config=ordered_ingest(), scaling_config=ScalingConfig(num_workers=2),
+                 run_config=RunConfig(name="ingest", storage_path=str(tmp_path / "ray_train"))).fit()
     for k, (d, n) in enumerate(zip(dirs, sizes)):
         total = total_steps(n, per_device * 2, 2)
         for rank in range(2):
