@@ -5,6 +5,7 @@ model of both pipelines. llm_ppo and llm_dpo run end to end on the real-weights 
 tests/test_llm_gguf.py."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -82,6 +83,12 @@ def test_llm_pad_smoke_sweep_end_to_end(run_sweep, llm_storage):
     proc = run_sweep("llm_pad", "--smoke", *(f"--set={s}" for s in PAD_SETS), "--storage", str(llm_storage),
                      timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # the console: each stage of a trial in one line under the trial's name, not the libraries' output of
+    # every model load and save and every Ray Train report
+    console = proc.stdout + proc.stderr
+    assert re.search(r"pad_vpd p_dprime\w* done in [0-9.]+s", console), console[-4000:]
+    for chatter in ("Loading weights", "Writing model shards", "Reporting training result"):
+        assert chatter not in console, chatter
     trials = plan_trials(apply_sets(shrink(load_spec("llm_pad")), list(PAD_SETS)))
     assert {(t.config.kd_method, t.config.final_kd_method) for t in trials} == {("seqkd", "pad_vpd"), ("pad_vpd", "")}
     rows = _rows(llm_storage, "llm_pad")

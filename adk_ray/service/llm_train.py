@@ -34,9 +34,11 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import logging
 import math
 import os
 import posixpath
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -45,7 +47,7 @@ import numpy as np
 import ray
 import ray.data
 import ray.train
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from adk_ray import storage
@@ -55,10 +57,14 @@ from adk_ray.worlds.llm.metrics import score_dataset
 from adk_ray.worlds.llm.models import Vocab
 from adk_ray.worlds.llm.presets import LLMPreset
 from adk_ray.worlds.llm.sampling import dataset_meta, num_chunks, sample_shard, split_chunks
-from adk_ray.worlds.llm.backends import (TrainJob, is_trained, scoring_dtype, read_train_info, sequence_width, student_info,
-                                       write_train_info)
+from adk_ray.worlds.llm.backends import (TrainJob, is_trained, read_train_info, scoring_dtype, sequence_width,
+                                         student_info, write_train_info)
 
 PROGRESS = "progress.json"
+TRAIN_CONSOLE_LEVEL = "WARNING"
+"""Ray Train's lowest level on the console. Its INFO lines (each report, checkpoint and worker group: ~20
+per run, and a trial makes 4 or more runs) go to Train's log files only; the console keeps warnings and
+the chain's one line per stage (`worlds._run_llm`)."""
 
 
 def _gpu_freed(fn: Callable) -> Callable:
@@ -204,7 +210,8 @@ class RayBackend:
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=self.use_gpu),
             run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                                  failure_config=FailureConfig(max_failures=self.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 logging_config=LoggingConfig(log_level=TRAIN_CONSOLE_LEVEL)))
         trainer.fit()
         return where, name
 
@@ -252,6 +259,11 @@ def ordered_ingest() -> ray.train.DataConfig:
 def _worker_setup() -> tuple[int, int, object]:
     """(rank, world size, device or None on CPU) of a Ray Train worker, with the env DeepSpeed reads."""
     import torch
+    # Ray 2.60 logs each report under a logger named after its file (execution/context.py has
+    # `logging.getLogger(__file__)`), which RunConfig's LoggingConfig, filtering `ray.train.*`, misses
+    reports = sys.modules.get("ray.train.v2._internal.execution.context")
+    if reports is not None:
+        logging.getLogger(reports.__file__).setLevel(TRAIN_CONSOLE_LEVEL)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))

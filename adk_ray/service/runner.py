@@ -15,8 +15,9 @@ import tempfile
 import threading
 from typing import Callable
 
-# Read when Tune starts; our tqdm bar replaces its console output.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0; the new one prints tables
+# Read when Tune starts; our tqdm bar replaces its console output (the legacy reporter is silent at
+# verbose=0; the new one prints tables).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402

@@ -8,6 +8,7 @@ a world's name; adding a world is one entry here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import pyarrow as pa
@@ -71,7 +72,9 @@ def _run_mog(cfg: MoGTrialConfig, cache_dir: str) -> TrialResult:
 def _run_llm(cfg: LLMTrialConfig, cache_dir: str) -> TrialResult:
     from adk_ray.pipeline.llm_trial import run_llm_trial
     from adk_ray.service.llm_train import RayBackend  # Ray Train + DeepSpeed workers: service-side, imported here
-    return run_llm_trial(cfg, workdir=cache_dir, backend=RayBackend())
+    # each stage in one line as it starts and ends ("train p_prime done in 38.1s"): on the driver's console
+    # under the trial's name, what a user watches an hours-long LLM trial by
+    return run_llm_trial(cfg, workdir=cache_dir, backend=RayBackend(), progress=partial(print, flush=True))
 
 
 MOG = World(

@@ -5,6 +5,7 @@ plus `model.json` (what it is: role, source, seed, preset); loading one is `load
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -136,10 +137,12 @@ def build_model(spec: ModelSpec, vocab: Vocab, seed: int):
     if spec.source == "bigram":
         return bigram_llama(vocab, seed, spec.alpha, spec.eos_prob, spec.floor)
     if spec.source == "gguf":
-        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir(spec.gguf_dir), gguf_file=spec.name,
-                                                         dtype=torch.float32)
+        with _without_bars():
+            quantized = AutoModelForCausalLM.from_pretrained(gguf_dir(spec.gguf_dir), gguf_file=spec.name,
+                                                             dtype=torch.float32)
         return _plain_copy(quantized)
-    return AutoModelForCausalLM.from_pretrained(spec.name, dtype=torch.float32)
+    with _without_bars():
+        return AutoModelForCausalLM.from_pretrained(spec.name, dtype=torch.float32)
 
 
 def _plain_copy(model):
@@ -159,7 +162,7 @@ def save_model(model, directory: str, info: dict) -> str:
     """`save_pretrained` (safetensors) + model.json at a location (local path or URI), written whole
     (`storage.staged`: a local temp dir renamed or uploaded, model.json last)."""
     model = getattr(model, "_orig_mod", model)
-    with storage.staged(directory, last=(MODEL_INFO,)) as tmp:
+    with storage.staged(directory, last=(MODEL_INFO,)) as tmp, _without_bars():
         model.save_pretrained(tmp, safe_serialization=True)
         with open(os.path.join(tmp, MODEL_INFO), "w") as f:
             json.dump(info, f, indent=1, sort_keys=True)
@@ -175,12 +178,28 @@ def load_model(directory: str, dtype: str | torch.dtype = "float32", device: str
     mode."""
     from transformers import AutoModelForCausalLM
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_pretrained(storage.local_copy(directory), dtype=dtype)
+    with _without_bars():
+        model = AutoModelForCausalLM.from_pretrained(storage.local_copy(directory), dtype=dtype)
     return model.to(device).eval()
 
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def _without_bars():
+    """transformers' per-call bars ("Loading weights", "Writing model shards", the GGUF's dequantisation)
+    off for one call: a chain loads and saves dozens of models, and in a sweep those bars bury the sweep's
+    own (the chain says each stage in one line instead). The setting is per process, so it is put back."""
+    from transformers.utils import logging as hf_logging
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def bigram_table(vocab: Vocab, seed: int, alpha: float, eos_prob: float, floor: float = 0.0) -> torch.Tensor:
