@@ -23,10 +23,12 @@ SWEEP_TIMEOUT_S = 300
 def ray_env():
     """Environment for subprocesses that start Ray: a private, short temp dir (socket paths must stay
     under 107 bytes; Tune's temp dirs go there too), no usage stats, unbuffered output."""
+    from adk_ray.service.ray_options import LOCAL_TRAIN_ENV
+
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    # Ray Train's controller polls its workers every 2 s by default; a tiny-preset run is mostly such waits.
+    # Ray Train's fast poll, as on the cluster a sweep starts: here also for `ray start` clusters built on it
     env = {**os.environ, "RAY_TMPDIR": tmp, "TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
-           "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+           "PYTHONUNBUFFERED": "1", **LOCAL_TRAIN_ENV}
     env.pop("RAY_ADDRESS", None)
     yield env
     shutil.rmtree(tmp, ignore_errors=True)
